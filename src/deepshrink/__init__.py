@@ -1,0 +1,66 @@
+"""deepshrink: make trained PyTorch models smaller and faster.
+
+The public verbs and configs, nothing else. See README.md for a tour.
+
+Example:
+    >>> import deepshrink as ds
+    >>> model = ds.models.create("lenet300")
+    >>> ds.TrainConfig(epochs=1).epochs
+    1
+"""
+
+from __future__ import annotations
+
+from . import data, models
+from .config import (
+    Config,
+    config_from_dict,
+    config_from_json,
+    config_from_yaml,
+    config_to_dict,
+    config_to_json,
+    config_to_yaml,
+    register_config,
+)
+from .dispatch import Report, add_exits_, factorize_, prune_, quantize_, share_
+from .errors import ConfigError, DeepshrinkError, FormatError, SpecError
+from .train.callbacks import Callback, TrainState
+from .train.config import TrainConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Callback",
+    "Config",
+    "ConfigError",
+    "DeepshrinkError",
+    "FormatError",
+    "Report",
+    "SpecError",
+    "TrainConfig",
+    "TrainState",
+    "add_exits_",
+    "config_from_dict",
+    "config_from_json",
+    "config_from_yaml",
+    "config_to_dict",
+    "config_to_json",
+    "config_to_yaml",
+    "data",
+    "factorize_",
+    "models",
+    "prune_",
+    "quantize_",
+    "register_config",
+    "share_",
+]
+
+# --- training engine (train/) ---
+from .train.engine import evaluate, finetune, train  # noqa: E402
+
+__all__ += ["evaluate", "finetune", "train"]
+
+# --- recipes (recipe.py) ---
+# --- compressed file (codec/) ---
+# --- pruning (prune/) ---
+# --- weight sharing and quantization (quantize/) ---

@@ -1,0 +1,80 @@
+"""TrainConfig: every setting of the training engine in one frozen, validated dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Config, check_choice, check_range, check_type, register_config
+from ..errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+AUGMENTATIONS = ("none", "shift", "affine")
+
+
+@register_config("train")
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Settings of one training or fine-tuning run.
+
+    ``batch_size`` is the global batch: under ``torchrun`` with N processes each
+    process takes ``batch_size / N`` samples of every batch, so a run gives the
+    same result whatever N is.
+
+    Example:
+        >>> cfg = TrainConfig(epochs=3, lr=0.01, optimizer="sgd")
+        >>> cfg.replace(epochs=5).epochs
+        5
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    grad_clip: float | None = None
+    seed: int = 0
+    max_steps: int | None = None
+    eval_every_epoch: bool = True
+    checkpoint_dir: str | None = None
+    checkpoint_every_steps: int = 0  # 0: a checkpoint at the end of every epoch (when checkpoint_dir is set)
+    resume: bool = False
+    progress: bool = True
+    device: str = "auto"
+
+    def validate(self) -> None:
+        check_range(self, "epochs", 0, None, integer=True)
+        check_range(self, "batch_size", 1, None, integer=True)
+        check_choice(self, "optimizer", OPTIMIZERS)
+        check_range(self, "lr", 0, None, lo_open=True)
+        check_range(self, "momentum", 0, 1, hi_open=True)
+        check_range(self, "weight_decay", 0, None)
+        check_choice(self, "schedule", SCHEDULES)
+        check_range(self, "warmup_epochs", 0, None)
+        check_range(self, "label_smoothing", 0, 1, hi_open=True)
+        check_choice(self, "augment", AUGMENTATIONS)
+        if self.grad_clip is not None:
+            check_range(self, "grad_clip", 0, None, lo_open=True)
+        check_range(self, "seed", 0, 2**63 - 1, integer=True)
+        if self.max_steps is not None:
+            check_range(self, "max_steps", 1, None, integer=True)
+        check_type(self, "eval_every_epoch", bool, "true or false")
+        if self.checkpoint_dir is not None:
+            check_type(self, "checkpoint_dir", str, "a directory path or null")
+        check_range(self, "checkpoint_every_steps", 0, None, integer=True)
+        check_type(self, "resume", bool, "true or false")
+        check_type(self, "progress", bool, "true or false")
+        if self.resume and self.checkpoint_dir is None:
+            raise ConfigError("resume", True, "resume only together with a checkpoint_dir", "TrainConfig")
+        check_type(self, "device", str, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError("device", self.device, "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", "TrainConfig")
+
+
+# Fine-tuning after compression: short, gentle, no warm restart of a big learning rate.
+FINETUNE_DEFAULTS = TrainConfig(epochs=3, lr=3e-4, schedule="cosine")
