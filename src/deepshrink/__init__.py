@@ -62,5 +62,18 @@ __all__ += ["evaluate", "finetune", "train"]
 
 # --- recipes (recipe.py) ---
 # --- compressed file (codec/) ---
+from . import codec  # noqa: E402
+from .codec import SaveReport, decompress, export_onnx, export_safetensors, inspect, load, save  # noqa: E402
+
+__all__ += ["SaveReport", "codec", "decompress", "export_onnx", "export_safetensors", "inspect", "load", "save"]
 # --- pruning (prune/) ---
+from . import prune  # noqa: E402
+from .prune import GradualPruning, IterativePruning, MagnitudePruning, OneShotPruning, fold_masks  # noqa: E402
+
+__all__ += ["GradualPruning", "IterativePruning", "MagnitudePruning", "OneShotPruning", "fold_masks", "prune"]
+
 # --- weight sharing and quantization (quantize/) ---
+from . import quantize  # noqa: E402
+from .quantize import KMeansSharing, fold_sharing, kmeans1d  # noqa: E402
+
+__all__ += ["KMeansSharing", "fold_sharing", "kmeans1d", "quantize"]

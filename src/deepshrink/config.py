@@ -151,8 +151,8 @@ def check_range(
         deepshrink.errors.ConfigError: TrainConfig.lr=-1.0 is invalid: expected a number in (0, inf)
     """
     value = getattr(cfg, field)
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
+    left = "(" if lo_open or lo is None else "["
+    right = ")" if hi_open or hi is None else "]"
     kind = "an integer" if integer else "a number"
     allowed = f"{kind} in {left}{'-inf' if lo is None else _fmt(lo)}, {'inf' if hi is None else _fmt(hi)}{right}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):

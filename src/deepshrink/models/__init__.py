@@ -13,18 +13,27 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..errors import SpecError
 from ..surgery import set_model_spec
+from .inputs import example_inputs
 from .lenet import LeNet5, LeNet300
+from .small import SmallCNN, SmallResNet, SmallVGG
+from .weights import load_weights, read_state_dict
 
 BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "lenet300": LeNet300,
     "lenet5": LeNet5,
+    "cnn_small": SmallCNN,
+    "vgg_small": SmallVGG,
+    "resnet_small": SmallResNet,
 }
+
+__all__ = ["BUILTIN", "accepted_specs", "create", "example_inputs", "load_weights", "read_state_dict"]
 
 PREFIXES = ("torchvision:NAME", "hf:DIR", "minilm")
 
@@ -39,8 +48,12 @@ def accepted_specs() -> str:
     return ", ".join(sorted(BUILTIN) + list(PREFIXES))
 
 
-def create(spec: str, **kwargs: Any) -> nn.Module:
+def create(spec: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
     """Build a model from a spec; raises :class:`SpecError` for an unknown one.
+
+    ``weights`` names a local ``.safetensors`` or ``.pt`` state dict to load
+    (without pickle, see :mod:`deepshrink.models.weights`); the recorded spec
+    leaves it out, since a compressed file carries its own weights.
 
     Example:
         >>> create("lenet5").fc2.out_features
@@ -49,24 +62,28 @@ def create(spec: str, **kwargs: Any) -> nn.Module:
     if not isinstance(spec, str) or not spec:
         raise SpecError(f"model spec must be a non-empty string; accepted: {accepted_specs()}")
     head, _, rest = spec.partition(":")
-    if spec in BUILTIN:
-        try:
+    try:
+        if spec in BUILTIN:
             model = BUILTIN[spec](**kwargs)
-        except TypeError as exc:
-            raise SpecError(f"bad arguments for model {spec!r}: {exc}") from None
-    elif head == "torchvision" and rest:
-        from .vision import create_torchvision
+        elif head == "torchvision" and rest:
+            from .vision import create_torchvision
 
-        model = create_torchvision(rest, **kwargs)
-    elif head == "hf" and rest:
-        from .hf import create_hf
+            model = create_torchvision(rest, **kwargs)
+        elif head == "hf" and rest:
+            from .hf import create_hf
 
-        model = create_hf(rest, **kwargs)
-    elif spec == "minilm":
-        from .minilm import create_minilm
+            model = create_hf(rest, **kwargs)
+        elif spec == "minilm":
+            from .minilm import create_minilm
 
-        model = create_minilm(**kwargs)
-    else:
-        raise SpecError(f"unknown model spec {spec!r}; accepted: {accepted_specs()}")
-    set_model_spec(model, spec, {k: v for k, v in kwargs.items() if k != "weights"})
+            model = create_minilm(**kwargs)
+        else:
+            raise SpecError(f"unknown model spec {spec!r}; accepted: {accepted_specs()}")
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(f"bad arguments for model {spec!r}: {exc}") from None
+    if weights is not None:
+        load_weights(model, weights)
+    set_model_spec(model, spec, kwargs)
     return model

@@ -1,0 +1,87 @@
+"""Measured CPU latency: the median of repeated forward passes after warm-up.
+
+The model runs in eval mode under ``torch.inference_mode``; its mode and the
+process's thread count are restored afterwards. A fixed thread count makes
+figures comparable between runs on a shared machine.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> r = measure_latency(nn.Linear(8, 8), (torch.zeros(1, 8),), repeats=5, warmup=1)
+    >>> r["median_ms"] > 0 and r["repeats"] == 5
+    True
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: Any,
+    repeats: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Time ``model(*example_inputs)``; returns milliseconds (median, mean, min, max, p90) and the settings.
+
+    ``threads`` fixes ``torch.set_num_threads`` for the measurement (None keeps
+    the current setting). Inputs are not moved: put model and inputs on the
+    device you want to time (GPU timings synchronise before reading the clock).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> sorted(measure_latency(nn.ReLU(), (torch.zeros(4),), repeats=3, warmup=0))[:3]
+        ['batch_size', 'device', 'max_ms']
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError("repeats", repeats, "an integer >= 1", "measure_latency")
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError("warmup", warmup, "an integer >= 0", "measure_latency")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError("threads", threads, "None or an integer >= 1", "measure_latency")
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    first = next((x for x in inputs if isinstance(x, torch.Tensor)), None)
+    device = first.device if first is not None else torch.device("cpu")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    old_threads = torch.get_num_threads()
+    was_training = model.training
+    model.eval()
+    times: list[float] = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            for _ in range(warmup):
+                model(*inputs)
+            sync()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs)
+                sync()
+                times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(old_threads)
+        model.train(was_training)
+    ordered = sorted(times)
+    return {
+        "median_ms": statistics.median(ordered),
+        "mean_ms": statistics.fmean(ordered),
+        "min_ms": ordered[0],
+        "max_ms": ordered[-1],
+        "p90_ms": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": threads if threads is not None else old_threads,
+        "batch_size": int(first.shape[0]) if first is not None and first.dim() else 1,
+        "device": str(device),
+    }

@@ -1,0 +1,1 @@
+"""The commands of the ``deepshrink`` command line, one module each."""

@@ -1,0 +1,89 @@
+"""Shared helpers of the commands: building models for data, weight files, atomic outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save
+from torch import nn
+
+from .. import models
+from ..data import DataBundle
+from ..errors import FormatError, SpecError
+from ..models.fit import kwargs_for_data
+from ..surgery import model_spec
+from ..train.checkpoint import atomic_write_bytes
+
+SPEC_KEY = "deepshrink_model"
+
+
+def build_model(spec: str, data: DataBundle | None, weights: str | None = None) -> nn.Module:
+    """``models.create(spec)`` sized for ``data``, with weights loaded from a file if given.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> build_model("lenet300", ds.data.load("digits")).fc1.in_features
+        64
+    """
+    model = models.create(spec, **kwargs_for_data(spec, data))
+    if weights is not None:
+        load_weights_into(model, weights)
+    return model
+
+
+def load_weights_into(model: nn.Module, path: str | Path) -> None:
+    """Load a .safetensors (or a .pt state dict, read with weights_only=True) into ``model``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(2, "weights file not found", str(p))
+    if p.suffix == ".safetensors":
+        try:
+            state = load_file(str(p))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise FormatError(f"{p} is not a valid safetensors file: {exc}") from None
+    else:
+        try:
+            state = torch.load(str(p), map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a bad file
+            raise FormatError(f"{p} is not a state dict that loads with weights_only=True: {exc}") from None
+        if not isinstance(state, dict):
+            raise FormatError(f"{p} holds a {type(state).__name__}, not a state dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SpecError(f"weights in {p} do not fit the model: {' '.join(str(exc).split())[:300]}") from None
+
+
+def save_weights(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model's state dict atomically as safetensors, with its factory spec in the metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {SPEC_KEY: json.dumps(model_spec(model))}
+    if extra:
+        meta.update({k: json.dumps(v) for k, v in extra.items()})
+    p = Path(path)
+    atomic_write_bytes(p, save(state, metadata=meta))
+    return p
+
+
+def model_from_weights_file(path: str | Path) -> nn.Module:
+    """Rebuild a model from a .safetensors written by `deepshrink train` (its spec is in the metadata)."""
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise FormatError(f"{p} is not a valid safetensors file: {exc}") from None
+    raw = meta.get(SPEC_KEY)
+    if raw is None:
+        raise SpecError(f"{p} does not say which model it holds; pass the model spec and --weights {p}")
+    try:
+        spec = json.loads(raw)
+        model = models.create(spec["spec"], **spec.get("kwargs", {}))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{p} has an invalid model spec in its metadata: {exc}") from None
+    load_weights_into(model, p)
+    return model

@@ -1,0 +1,110 @@
+"""Example inputs for a model: what analysis, tracing and export feed it.
+
+Example:
+    >>> import deepshrink as ds
+    >>> (x,) = example_inputs(ds.models.create("lenet5"), batch_size=2)
+    >>> tuple(x.shape)
+    (2, 1, 28, 28)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import SpecError
+from ..surgery import model_spec
+
+if TYPE_CHECKING:
+    from ..data.bundle import DataBundle
+
+# Used for text models when no data is given: fixed, so that measurements repeat.
+SAMPLE_SENTENCES = (
+    "Deep compression makes neural networks smaller without losing accuracy.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Pruning removes weights that contribute little to the output.",
+    "A sentence encoder maps text to a vector of fixed length.",
+)
+
+
+def example_inputs(
+    model_or_spec: nn.Module | str, data_bundle: DataBundle | None = None, batch_size: int = 1
+) -> tuple[Tensor, ...]:
+    """A tuple of example inputs suitable for ``model(*inputs)``.
+
+    Images: the first ``batch_size`` items of the data's test split when a
+    data bundle is given, else uniform noise in [0, 1] (seeded) of the model's
+    input shape. Text models (those with a ``tokenizer``, such as ``minilm``):
+    ``(input_ids, attention_mask)`` for the first test sentences, or for fixed
+    sample sentences. Raises :class:`SpecError` when the shape cannot be inferred.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> ids, mask = example_inputs("minilm", batch_size=2)
+        >>> ids.shape == mask.shape and ids.shape[0] == 2
+        True
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
+    is_text = data_bundle is not None and data_bundle.task == "text"
+    tokenizer = _tokenizer(model_or_spec) if (is_text or data_bundle is None) else None
+    if is_text or tokenizer is not None:
+        if tokenizer is None:
+            raise SpecError("text data needs a model with a tokenizer (e.g. minilm or hf:DIR with tokenizer files)")
+        if data_bundle is not None:
+            split = data_bundle.test if len(data_bundle.test) else data_bundle.train  # type: ignore[arg-type]
+            sentences = [split[i % len(split)] for i in range(batch_size)]  # type: ignore[arg-type]
+        else:
+            sentences = [SAMPLE_SENTENCES[i % len(SAMPLE_SENTENCES)] for i in range(batch_size)]
+        batch = tokenizer(sentences, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        return batch["input_ids"], batch["attention_mask"]
+    if data_bundle is not None:
+        split = data_bundle.test if len(data_bundle.test) else data_bundle.train  # type: ignore[arg-type]
+        items = [split[i % len(split)] for i in range(batch_size)]  # type: ignore[arg-type]
+        xs = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
+        return (torch.stack([torch.as_tensor(x) for x in xs]),)
+    shape = _input_shape(model_or_spec)
+    generator = torch.Generator().manual_seed(0)
+    return (torch.rand((batch_size, *shape), generator=generator),)
+
+
+def _tokenizer(model_or_spec: nn.Module | str) -> Any:
+    if isinstance(model_or_spec, str):
+        if model_or_spec == "minilm":
+            from .minilm import load_minilm_tokenizer
+
+            return load_minilm_tokenizer()
+        if model_or_spec.startswith("hf:"):
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(model_or_spec[3:], local_files_only=True)
+        return None
+    return getattr(model_or_spec, "tokenizer", None)
+
+
+def _input_shape(model_or_spec: nn.Module | str) -> tuple[int, ...]:
+    if isinstance(model_or_spec, str):
+        from . import create
+
+        model_or_spec = create(model_or_spec)
+    model = model_or_spec
+    shape = getattr(model, "example_input_shape", None)
+    if shape is not None:
+        return tuple(int(s) for s in shape)
+    spec = model_spec(model) or {}
+    kwargs = spec.get("kwargs", {})
+    if spec.get("spec") == "lenet300":
+        features = int(kwargs.get("in_features", 784))
+        return (1, 28, 28) if features == 784 else (features,)
+    if spec.get("spec") == "lenet5":
+        side = int(kwargs.get("image_size", 28))
+        return (int(kwargs.get("in_channels", 1)), side, side)
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    raise SpecError(
+        f"cannot infer an input shape for {type(model).__name__}; pass data_bundle=... "
+        "or set model.example_input_shape = (C, H, W)"
+    )

@@ -1,0 +1,226 @@
+"""Recipes: a compression pipeline as data (a YAML list of stages).
+
+A recipe file looks like::
+
+    name: deep-compression
+    description: prune, share weights, entropy-code (Han et al. 2016)
+    stages:
+      - name: prune
+        config: {type: magnitude_pruning, sparsity: 0.92, scope: layer}
+        finetune: {epochs: 4, lr: 0.0003}
+      - name: share
+        config: {type: kmeans_sharing, bits: {conv: 8, linear: 5}}
+        finetune: {epochs: 2, lr: 0.0001}
+
+Each ``config`` is a registered config (see :mod:`deepshrink.config`); each
+``finetune`` holds :class:`~deepshrink.TrainConfig` fields. Named recipes
+live in the ``recipes/`` folder of the project.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from .config import Config, config_from_dict, config_to_dict
+from .data.bundle import DataBundle
+from .dispatch import verb_for
+from .errors import ConfigError, SpecError
+from .train.callbacks import Callback
+from .train.config import TrainConfig
+
+RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
+_STAGE_KEYS = ("name", "config", "finetune")
+_RECIPE_KEYS = ("name", "description", "stages")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a recipe: a compression config and optional fine-tuning after it.
+
+    Example:
+        >>> Stage(name="ft", config=None, finetune=TrainConfig(epochs=1)).finetune.epochs
+        1
+    """
+
+    name: str
+    config: Config | None
+    finetune: TrainConfig | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named list of stages.
+
+    Example:
+        >>> r = recipe_from_dict({"name": "ft-only", "stages": [{"finetune": {"epochs": 1}}]})
+        >>> len(r.stages)
+        1
+    """
+
+    name: str
+    stages: tuple[Stage, ...]
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        stages = []
+        for s in self.stages:
+            entry: dict[str, Any] = {"name": s.name}
+            if s.config is not None:
+                entry["config"] = config_to_dict(s.config)
+            if s.finetune is not None:
+                entry["finetune"] = {k: v for k, v in config_to_dict(s.finetune).items() if k not in ("type", "version")}
+            stages.append(entry)
+        return {"name": self.name, "description": self.description, "stages": stages}
+
+
+def recipe_from_dict(data: Any) -> Recipe:
+    """Validate and build a recipe from parsed YAML/JSON.
+
+    Example:
+        >>> recipe_from_dict({"name": "x", "stages": []})
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: stages=[] is invalid: expected a non-empty list of stages
+    """
+    if not isinstance(data, dict):
+        raise ConfigError("recipe", type(data).__name__, "a mapping with 'name' and 'stages'")
+    for key in data:
+        if key not in _RECIPE_KEYS:
+            raise ConfigError(key, data[key], "a recipe field: " + ", ".join(_RECIPE_KEYS))
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise ConfigError("stages", stages_raw, "a non-empty list of stages")
+    stages = []
+    for i, raw in enumerate(stages_raw):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"stages[{i}]", raw, "a mapping with 'config' and/or 'finetune'")
+        for key in raw:
+            if key not in _STAGE_KEYS:
+                raise ConfigError(f"stages[{i}].{key}", raw[key], "a stage field: " + ", ".join(_STAGE_KEYS))
+        config = config_from_dict(raw["config"]) if raw.get("config") is not None else None
+        if config is not None:
+            verb_for(config)  # refuse now a config no verb can apply
+        ft_raw = raw.get("finetune")
+        finetune = None
+        if ft_raw is not None:
+            if not isinstance(ft_raw, dict):
+                raise ConfigError(f"stages[{i}].finetune", ft_raw, "a mapping of TrainConfig fields")
+            ft = config_from_dict({"type": "train", **ft_raw})
+            assert isinstance(ft, TrainConfig)
+            finetune = ft
+        if config is None and finetune is None:
+            raise ConfigError(f"stages[{i}]", raw, "a 'config', a 'finetune', or both")
+        stages.append(Stage(name=str(raw.get("name", f"stage{i}")), config=config, finetune=finetune))
+    name = data.get("name", "recipe")
+    if not isinstance(name, str):
+        raise ConfigError("name", name, "a string")
+    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")))
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the ready recipes in ``recipes/``.
+
+    Example:
+        >>> isinstance(builtin_recipes(), list)
+        True
+    """
+    if not RECIPE_DIR.is_dir():
+        return []
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe from a YAML file path or a built-in name; SpecError lists the names.
+
+    Example:
+        >>> load_recipe("no-such-recipe")
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.SpecError: unknown recipe 'no-such-recipe': not a file, and not a built-in recipe (built-in: ...)
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        candidate = RECIPE_DIR / f"{name_or_path}.yaml"
+        if not candidate.is_file():
+            names = ", ".join(builtin_recipes()) or "none"
+            raise SpecError(f"unknown recipe {str(name_or_path)!r}: not a file, and not a built-in recipe (built-in: {names})")
+        path = candidate
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SpecError(f"cannot read recipe {path}: {exc}") from None
+    return recipe_from_dict(data)
+
+
+@dataclass
+class RecipeReport:
+    """What each stage did and the validation metrics after it.
+
+    Example:
+        >>> RecipeReport(recipe="x").to_dict()["recipe"]
+        'x'
+    """
+
+    recipe: str
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "stages": self.stages, "seconds": self.seconds}
+
+
+def run_recipe(
+    model: nn.Module,
+    data: DataBundle,
+    recipe: Recipe | str | Path,
+    *,
+    example_inputs: tuple[Any, ...] | None = None,
+    callbacks: list[Callback] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+) -> RecipeReport:
+    """Run every stage of a recipe on ``model`` in place; returns a report.
+
+    ``train_overrides`` changes fields of every fine-tuning stage (e.g. ``{"progress": False}``).
+
+    Example:
+        >>> import deepshrink as ds
+        >>> data = ds.data.load("synthetic:classification:100")
+        >>> model = ds.models.create("lenet300", in_features=64, num_classes=4)
+        >>> r = ds.run_recipe(model, data, recipe_from_dict({"name": "ft", "stages": [{"finetune": {"epochs": 1, "progress": False}}]}))
+        >>> r.stages[0]["name"]
+        'stage0'
+    """
+    from .train.engine import evaluate, finetune
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    report = RecipeReport(recipe=recipe.name)
+    started = time.perf_counter()
+    for stage in recipe.stages:
+        entry: dict[str, Any] = {"name": stage.name}
+        t0 = time.perf_counter()
+        if stage.config is not None:
+            verb = verb_for(stage.config)
+            result = verb(model, stage.config, data=data, example_inputs=example_inputs)
+            entry["method"] = result.method
+            entry["report"] = result.to_dict()
+        if stage.finetune is not None:
+            ft = stage.finetune.replace(**(train_overrides or {}))
+            stage_callbacks = list(callbacks or [])
+            hook = getattr(stage.config, "training_callbacks", None)
+            if callable(hook):
+                stage_callbacks += list(hook(model))
+            out = finetune(model, data, ft, stage_callbacks)
+            entry["finetune"] = {"steps": out["steps"], "seconds": out["seconds"], "val": out["val"]}
+        if data.task == "classification" and len(data.val) > 0:  # type: ignore[arg-type]
+            entry["val"] = evaluate(model, data.val)
+        entry["seconds"] = time.perf_counter() - t0
+        report.stages.append(entry)
+    report.seconds = time.perf_counter() - started
+    return report
