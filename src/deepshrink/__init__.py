@@ -61,6 +61,12 @@ from .train.engine import evaluate, finetune, train  # noqa: E402
 __all__ += ["evaluate", "finetune", "train"]
 
 # --- recipes (recipe.py) ---
+from . import analysis  # noqa: E402
+from .recipe import Recipe, Stage, load_recipe, run_recipe  # noqa: E402
+from .train.embeddings import embedding_similarity  # noqa: E402
+
+__all__ += ["Recipe", "Stage", "analysis", "embedding_similarity", "load_recipe", "run_recipe"]
+
 # --- compressed file (codec/) ---
 from . import codec  # noqa: E402
 from .codec import SaveReport, decompress, export_onnx, export_safetensors, inspect, load, save  # noqa: E402

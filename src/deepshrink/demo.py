@@ -116,17 +116,17 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
         >>> render_table([]).title
         'Deep Compression on mnist5k (paper: Han et al. 2016, Table 1, full MNIST)'
     """
-    table = Table(title="Deep Compression on mnist5k (paper: Han et al. 2016, Table 1, full MNIST)")
-    for col in ("network", "original KB", "compressed KB", "ratio", "test acc before", "test acc after (reloaded)",
-                "paper KB", "paper ratio", "paper error before -> after", "seconds"):
-        table.add_column(col, justify="left" if col == "network" else "right")
+    table = Table(title="Deep Compression on mnist5k (paper: Han et al. 2016, Table 1, full MNIST)",
+                  caption="acc: test accuracy of the baseline and of the model reloaded from the .dsz file")
+    for col in ("network", "KB", "dsz KB", "ratio", "acc", "acc (reloaded)", "paper KB", "paper ratio", "paper error", "s"):
+        table.add_column(col, justify="left" if col == "network" else "right", no_wrap=True)
     papers = {p.name: p for p in PAPER}
     for r in rows:
         p = papers.get(r["name"])
         table.add_row(
             r["name"], f"{r['original_bytes'] / 1000:.1f}", f"{r['compressed_bytes'] / 1000:.1f}", f"{r['ratio']:.1f}x",
             f"{100 * r['test_accuracy_before']:.2f}%", f"{100 * r['test_accuracy_after']:.2f}%",
-            f"{p.paper_original_kb} -> {p.paper_compressed_kb}" if p else "-", f"{p.paper_ratio}x" if p else "-",
-            f"{p.paper_error_before:.2f}% -> {p.paper_error_after:.2f}%" if p else "-", f"{r['seconds']:.0f}",
+            f"{p.paper_original_kb}->{p.paper_compressed_kb}" if p else "-", f"{p.paper_ratio}x" if p else "-",
+            f"{p.paper_error_before:.2f}->{p.paper_error_after:.2f}%" if p else "-", f"{r['seconds']:.0f}",
         )
     return table

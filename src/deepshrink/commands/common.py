@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import nn
 
 from .. import models
@@ -40,22 +39,7 @@ def load_weights_into(model: nn.Module, path: str | Path) -> None:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(2, "weights file not found", str(p))
-    if p.suffix == ".safetensors":
-        try:
-            state = load_file(str(p))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise FormatError(f"{p} is not a valid safetensors file: {exc}") from None
-    else:
-        try:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a bad file
-            raise FormatError(f"{p} is not a state dict that loads with weights_only=True: {exc}") from None
-        if not isinstance(state, dict):
-            raise FormatError(f"{p} holds a {type(state).__name__}, not a state dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise SpecError(f"weights in {p} do not fit the model: {' '.join(str(exc).split())[:300]}") from None
+    models.load_weights(model, p)
 
 
 def save_weights(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -27,16 +27,17 @@ def inspect_command(
     if json_out:
         print_json(info)
         return
-    table = Table(title=f"{file} ({info.get('file_bytes', 0):,} bytes)")
+    totals = info.get("totals", {})
+    table = Table(title=f"{file} ({totals.get('file_bytes', 0):,} bytes, {totals.get('ratio_vs_fp32', 0):.1f}x smaller than fp32)")
     for col in ("tensor", "codec", "shape", "bytes", "bits/weight"):
         table.add_column(col, justify="right" if col in ("bytes", "bits/weight") else "left")
     for t in info.get("tensors", []):
         table.add_row(str(t.get("name")), str(t.get("codec")), str(tuple(t.get("shape", ()))), f"{t.get('bytes', 0):,}",
                       f"{t.get('bits_per_weight', 0):.2f}")
     Console().print(table)
-    totals = {k: v for k, v in info.items() if k not in ("tensors", "header")}
-    for key, value in totals.items():
-        typer.echo(f"{key}: {value}")
+    for key, value in info.items():
+        if key not in ("tensors", "header"):
+            typer.echo(f"{key}: {value}")
 
 
 @app.command("export")

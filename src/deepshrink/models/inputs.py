@@ -48,6 +48,10 @@ def example_inputs(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
+    if isinstance(model_or_spec, str) and model_or_spec != "minilm" and data_bundle is None:
+        from . import create
+
+        model_or_spec = create(model_or_spec)  # its tokenizer or input shape decides
     is_text = data_bundle is not None and data_bundle.task == "text"
     tokenizer = _tokenizer(model_or_spec) if (is_text or data_bundle is None) else None
     if is_text or tokenizer is not None:
@@ -71,16 +75,14 @@ def example_inputs(
 
 
 def _tokenizer(model_or_spec: nn.Module | str) -> Any:
+    if model_or_spec == "minilm":
+        from .minilm import load_minilm_tokenizer
+
+        return load_minilm_tokenizer()  # without loading the 90 MB of weights
     if isinstance(model_or_spec, str):
-        if model_or_spec == "minilm":
-            from .minilm import load_minilm_tokenizer
+        from . import create
 
-            return load_minilm_tokenizer()
-        if model_or_spec.startswith("hf:"):
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(model_or_spec[3:], local_files_only=True)
-        return None
+        model_or_spec = create(model_or_spec)
     return getattr(model_or_spec, "tokenizer", None)
 
 

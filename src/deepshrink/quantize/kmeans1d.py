@@ -195,10 +195,28 @@ def _kmeans_histogram(
 
     # Exact member sums without another full pass: whole bins plus the few weights near a boundary.
     whole = lut >= 0
-    n = np.bincount(lut[whole], weights=counts[whole], minlength=centroids.size)
-    n += np.bincount(labels[near], minlength=centroids.size)
-    s = np.bincount(lut[whole], weights=sums[whole], minlength=centroids.size)
-    s += np.bincount(labels[near], weights=data[near], minlength=centroids.size)
+    k_out = centroids.size
+    n_whole = np.bincount(lut[whole], weights=counts[whole], minlength=k_out)
+    s_whole = np.bincount(lut[whole], weights=sums[whole], minlength=k_out)
+    near_x = data[near]
+    marked = lut < 0
+    near_labels = labels[near]
+    for attempt in range(4):
+        n = n_whole + np.bincount(near_labels, minlength=k_out)
+        s = s_whole + np.bincount(near_labels, weights=near_x, minlength=k_out)
+        if attempt == 3 or np.any(n == 0):
+            break
+        # Exact means (rounded as they will be returned) move the midpoints a
+        # little; relabel the weights near them, as long as every midpoint still
+        # falls in a bin whose weights we hold.
+        bounds = _boundaries((s / n).astype(out_dtype).astype(np.float64))
+        moved = np.searchsorted(bounds, left_edges, side="right")
+        if not np.all(marked[np.flatnonzero(moved[:-1] != moved[1:])]):
+            break
+        relabelled = np.searchsorted(bounds, near_x, side="right").astype(np.int32)
+        if np.array_equal(relabelled, near_labels):
+            break
+        labels[near] = near_labels = relabelled
     return _compact(labels, n, s, out_dtype)
 
 
