@@ -30,6 +30,10 @@ CANDIDATES = {
         dict(epochs=40, lr=0.05, optimizer="sgd", weight_decay=5e-4, augment="affine", label_smoothing=0.1),
         dict(epochs=30, lr=2e-3, optimizer="adamw", weight_decay=5e-4, augment="affine"),
         dict(epochs=40, lr=0.02, optimizer="sgd", weight_decay=5e-4, augment="affine", batch_size=32),
+        dict(epochs=60, lr=2e-3, optimizer="adamw", weight_decay=5e-4, augment="affine"),
+        dict(epochs=60, lr=2e-3, optimizer="adamw", weight_decay=5e-4, augment="affine", label_smoothing=0.1),
+        dict(epochs=60, lr=0.05, optimizer="sgd", weight_decay=5e-4, augment="affine", label_smoothing=0.1),
+        dict(epochs=60, lr=1e-3, optimizer="adamw", weight_decay=0.05, augment="affine"),
     ],
 }
 
@@ -37,11 +41,15 @@ CANDIDATES = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=sorted(CANDIDATES), action="append")
+    parser.add_argument("--only", type=int, action="append", help="run only these candidate indices")
+    parser.add_argument("--tag", default="", help="suffix of the results file (for parallel runs)")
     args = parser.parse_args()
     data = ds.data.load("mnist5k")
     results = []
     for spec in args.model or sorted(CANDIDATES):
         for i, kw in enumerate(CANDIDATES[spec]):
+            if args.only and i not in args.only:
+                continue
             torch.manual_seed(0)
             model = ds.models.create(spec)
             t = time.perf_counter()
@@ -52,7 +60,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     out_dir = Path(__file__).parent / "results"
     out_dir.mkdir(exist_ok=True)
-    (out_dir / "tune_baselines.json").write_text(json.dumps(results, indent=2))
+    (out_dir / f"tune_baselines{args.tag}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -59,13 +59,13 @@ def test_stream_count_and_alphabet_are_enforced():
 
 
 def test_truncations_and_flips_raise_format_error_or_decode():
-    s = np.random.default_rng(2).integers(0, 5, size=3000).astype(np.int64)
+    s = np.random.default_rng(2).integers(0, 5, size=600).astype(np.int64)
     data = ans.encode(s)
-    for cut in range(0, len(data), 7):
+    for cut in range(len(data)):
         with pytest.raises(FormatError):
             ans.decode(data[:cut])
     rng = np.random.default_rng(5)
-    for _ in range(300):
+    for _ in range(200):
         bad = bytearray(data)
         bad[int(rng.integers(len(bad)))] ^= 1 << int(rng.integers(8))
         try:

@@ -54,13 +54,13 @@ def tensors(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(t=tensors(), codec=st.sampled_from([None, "dense", "sparse", "shared", "sparse_shared"]))
+@given(t=tensors(), codec=st.sampled_from([None, "dense", "dense_planes", "sparse", "shared", "sparse_shared"]))
 def test_every_codec_round_trips_bit_exactly(t, codec):
     name, bits = to_bits(t)
     try:
         enc = encode_bits(bits, codec)
     except ValueError:  # shared codecs do not apply to >65536 distinct values or all-zero tensors
-        assert codec in ("shared", "sparse_shared")
+        assert codec in ("shared", "sparse_shared", "dense_planes")
         return
     out = decode_bits(enc.codec, enc.params, list(enc.blobs), DTYPES[name][1], bits.size)
     assert _same_bits(from_bits(out, name, tuple(t.shape)), t)
@@ -90,7 +90,10 @@ def test_auto_choice_prefers_sparse_shared_for_pruned_and_shared_weights():
     assert enc.codec == "sparse_shared"
     # 8% density, 5-bit indices: about 0.08 * (5 + ~5 position bits) bits per weight; fp32 is 32
     assert enc.nbytes * 8 / w.size < 1.0
-    assert encode_bits(rng.standard_normal(1000).astype(np.float32).view(np.uint32)).codec == "dense"
+    trained_like = (0.05 * rng.standard_normal(10_000)).astype(np.float32)
+    planes = encode_bits(trained_like.view(np.uint32))
+    assert planes.codec == "dense_planes" and planes.nbytes < 0.95 * 4 * trained_like.size
+    assert encode_bits(rng.integers(0, 2**32, 1000, dtype=np.uint64).astype(np.uint32)).codec == "dense"
     dense_sparse = np.where(rng.random(1000) < 0.3, rng.standard_normal(1000), 0).astype(np.float32)
     assert encode_bits(dense_sparse.view(np.uint32)).codec == "sparse"
 

@@ -30,7 +30,7 @@ from torch.nn.utils import parametrize
 from ..errors import FormatError, SpecError
 from ..surgery import model_spec, replay_surgery, surgery_log
 from . import container, streams
-from .dtypes import to_bits
+from .dtypes import DTYPES, to_bits
 from .tensor_codecs import encode_bits, forced_codec
 
 
@@ -243,7 +243,10 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None) -> nn.
             replay_surgery(model, header.surgery)
     _check_matches(model, header, path)
     state = container.decode_all(buf, header)
-    model.load_state_dict(state, strict=True, assign=True)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # whatever the checks above did not foresee is still a mismatched file
+        raise FormatError(f"{path} does not load into the model: {exc}") from None
     return model.eval()
 
 
@@ -277,6 +280,10 @@ def _check_matches(model: nn.Module, header: container.Header, path: str | os.Pa
             f"{path} does not match the model: missing {missing[:5]}{'...' if len(missing) > 5 else ''},"
             f" unexpected {extra[:5]}{'...' if len(extra) > 5 else ''}"
         )
-    for name, (shape, _) in expected.items():
+    for name, (shape, dtype) in expected.items():
         if stored[name].shape != shape:
             raise FormatError(f"{path}: tensor {name!r} has shape {list(stored[name].shape)}, the model needs {list(shape)}")
+        file_dtype = DTYPES[stored[name].dtype][0]
+        # a float model may be stored in another float width (e.g. a half model); ints stay ints
+        if file_dtype.is_floating_point != dtype.is_floating_point or (file_dtype == torch.bool) != (dtype == torch.bool):
+            raise FormatError(f"{path}: tensor {name!r} is stored as {stored[name].dtype}, the model holds {dtype}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -48,13 +49,18 @@ def export_safetensors(path: str | os.PathLike[str], out: str | os.PathLike[str]
 
 
 def export_onnx(
-    path: str | os.PathLike[str], out: str | os.PathLike[str], example_inputs: tuple[torch.Tensor, ...] | None = None
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    example_inputs: tuple[torch.Tensor, ...] | None = None,
+    *,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Load ``path`` and export the model to ONNX, traced on ``example_inputs``.
 
     Without ``example_inputs`` the input shape comes from the header's meta
-    (``meta["input_shape"]``, e.g. ``[1, 28, 28]``; a batch of 1 is added);
-    otherwise pass a tuple of example tensors.
+    (``meta["input_shape"]``, e.g. ``[1, 28, 28]``; a batch of 1 is added), else
+    from the model's factory spec (``deepshrink.models.inputs.example_inputs``);
+    for a user's own model pass a tuple of example tensors.
 
     Example:
         >>> import os, tempfile, torch
@@ -64,17 +70,15 @@ def export_onnx(
         >>> export_onnx(p, os.path.join(d, "m.onnx"))["bytes"] > 0
         True
     """
-    model = load(path)
+    model = load(path, model=model)  # model: the skeleton for a file saved without a factory spec
     if example_inputs is None:
-        shape = container.parse(container.read_bytes(path)).meta.get("input_shape")
-        if not (isinstance(shape, list) and shape and all(type(d) is int and d > 0 for d in shape)):
-            raise ValueError(
-                f"{path} has no meta['input_shape']: pass example_inputs=(torch.zeros(1, ...),) to export_onnx"
-            )
-        example_inputs = (torch.zeros(1, *shape),)
+        example_inputs = _default_inputs(path, model)
     tmp = f"{os.fspath(out)}.tmp-export"
     try:
-        torch.onnx.export(model, tuple(example_inputs), tmp, dynamo=False)
+        with warnings.catch_warnings():
+            # the TorchScript exporter is deprecated but needs no onnxscript; the output is standard ONNX
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, tuple(example_inputs), tmp, dynamo=False)
         with open(tmp, "rb") as fh:
             data = fh.read()
     finally:
@@ -82,3 +86,18 @@ def export_onnx(
             os.unlink(tmp)
     container.write_atomic(out, data)
     return {"path": os.fspath(out), "bytes": len(data)}
+
+
+def _default_inputs(path: str | os.PathLike[str], model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    shape = container.parse(container.read_bytes(path)).meta.get("input_shape")
+    if isinstance(shape, list) and shape and all(type(d) is int and d > 0 for d in shape):
+        return (torch.zeros(1, *shape),)
+    from ..errors import SpecError
+    from ..models.inputs import example_inputs
+
+    try:
+        return tuple(example_inputs(model))
+    except (SpecError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{path}: no input shape known ({exc}); pass example_inputs=(torch.zeros(1, ...),) to export_onnx"
+        ) from None

@@ -3,6 +3,8 @@
 Built in (all bit-exact, chosen automatically by the smallest result):
 
 - ``dense``: the raw little-endian bit patterns.
+- ``dense_planes``: the same values split into byte planes, each entropy coded
+  (the sign/exponent byte of trained float weights takes ~3 bits, not 8).
 - ``sparse``: nonzero positions as escaped gaps (entropy coded, see
   :mod:`.gaps`) plus the raw nonzero values.
 - ``shared``: a codebook of the distinct bit patterns plus one entropy-coded
@@ -75,6 +77,10 @@ class TensorCodec(ABC):
 
     name: str = ""
     blob_count: int = 1
+
+    def expected_blobs(self, dtype: np.dtype) -> int:
+        """How many blobs a tensor of ``dtype`` has under this codec (checked before decoding)."""
+        return self.blob_count
 
     @abstractmethod
     def encode(self, bits: np.ndarray) -> Encoded | None:
@@ -173,7 +179,7 @@ def decode_bits(codec: str, params: dict[str, Any], blobs: list[bytes], dtype: n
         >>> decode_bits("nope", {}, [], np.dtype("uint8"), 0)
         Traceback (most recent call last):
         ...
-        deepshrink.errors.FormatError: unknown codec 'nope'; this build knows: dense, shared, sparse, sparse_shared
+        deepshrink.errors.FormatError: unknown codec 'nope'; this build knows: dense, dense_planes, shared, sparse, sparse_shared
     """
     impl = CODECS.get(codec) if isinstance(codec, str) else None
     if impl is None:
@@ -181,8 +187,9 @@ def decode_bits(codec: str, params: dict[str, Any], blobs: list[bytes], dtype: n
         raise FormatError(f"unknown codec {codec!r}; this build knows: {known}")
     if not isinstance(params, dict):
         raise FormatError(f"codec {codec}: params must be an object")
-    if len(blobs) != impl.blob_count:
-        raise FormatError(f"codec {codec}: needs {impl.blob_count} blob(s), the file lists {len(blobs)}")
+    expected = impl.expected_blobs(dtype)
+    if len(blobs) != expected:
+        raise FormatError(f"codec {codec}: needs {expected} blob(s), the file lists {len(blobs)}")
     out = impl.decode(params, blobs, dtype, numel)
     if out.shape != (numel,) or out.dtype != dtype:
         raise FormatError(f"codec {codec}: decoded {out.shape} {out.dtype}, expected ({numel},) {dtype}")
@@ -238,6 +245,31 @@ class DenseCodec(TensorCodec):
 
     def decode(self, params: dict[str, Any], blobs: list[bytes], dtype: np.dtype, numel: int) -> np.ndarray:
         return raw_values(blobs[0], dtype, numel, "dense")
+
+
+class BytePlaneCodec(TensorCodec):
+    """Dense values split into byte planes, each plane entropy coded (sign/exponent bytes compress well).
+
+    Plane ``i`` holds byte ``i`` (little-endian) of every value; ``w`` planes, ``w`` blobs.
+    """
+
+    name = "dense_planes"
+
+    def expected_blobs(self, dtype: np.dtype) -> int:
+        return dtype.itemsize
+
+    def encode(self, bits: np.ndarray) -> Encoded | None:
+        if bits.size < 64 or bits.dtype.itemsize == 1:
+            return None  # too small to pay for the tables; 1-byte values: ``shared`` covers them
+        planes = np.ascontiguousarray(bits.astype(bits.dtype.newbyteorder("<"), copy=False)).view(np.uint8)
+        planes = planes.reshape(bits.size, bits.dtype.itemsize)
+        return Encoded(self.name, {}, tuple(streams.encode(planes[:, i]) for i in range(planes.shape[1])))
+
+    def decode(self, params: dict[str, Any], blobs: list[bytes], dtype: np.dtype, numel: int) -> np.ndarray:
+        planes = np.empty((numel, dtype.itemsize), dtype=np.uint8)
+        for i, blob in enumerate(blobs):
+            planes[:, i] = streams.decode(blob, numel, 256)
+        return planes.reshape(-1).view(dtype.newbyteorder("<")).astype(dtype)
 
 
 class SparseCodec(TensorCodec):
@@ -311,5 +343,5 @@ def _positions(params: dict[str, Any], blob: bytes, numel: int, codec: str) -> n
     return decode_positions(syms, esc, nnz, numel)
 
 
-for _codec in (DenseCodec(), SparseCodec(), SharedCodec(), SparseSharedCodec()):
+for _codec in (DenseCodec(), BytePlaneCodec(), SparseCodec(), SharedCodec(), SparseSharedCodec()):
     register_codec(_codec, auto=True)

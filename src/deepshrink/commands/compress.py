@@ -41,7 +41,8 @@ def compress_command(
     result = run_recipe(net, bundle, plan, example_inputs=example_inputs(net, bundle), train_overrides={"progress": progress})
     saved = save_dsz(net, out, meta={"recipe": plan.name, "data": data})
     payload = {"recipe": result.to_dict(), "file": str(out), "file_bytes": out.stat().st_size,
-               "save": saved.to_dict() if hasattr(saved, "to_dict") else str(saved)}
+               "ratio_vs_fp32": saved.ratio, "fp32_bytes": saved.fp32_bytes, "bits_per_weight": saved.bits_per_weight,
+               "tensors": saved.tensors}
     if report is not None:
         atomic_write_bytes(report, json.dumps(payload, indent=2, default=str).encode())
     typer.echo(f"wrote {out} ({out.stat().st_size:,} bytes)")

@@ -8,9 +8,13 @@ neighbouring centroids. We therefore:
 1. summarise the data once: exactly (sorted unique values with counts) when it
    is small, otherwise as a fine uniform histogram (2**18 bins, counts and
    sums per bin) built without sorting;
-2. run Lloyd on that summary with prefix sums: one iteration is a binary
-   search of the k - 1 midpoints plus O(k) arithmetic, whatever n is, so we
-   can afford to run it to its fixed point;
+2. solve on that summary with prefix sums: a Lloyd iteration is a binary
+   search of the k - 1 midpoints plus O(k) arithmetic, whatever n is. Lloyd
+   alone crawls (k = 256 has error modes that shrink by well under 1% per
+   iteration), so Newton steps on Lloyd's fixed-point equation (a tridiagonal
+   solve) take it to the fixed point, and split-merge moves (split a costly
+   cluster, merge the cheapest neighbours) get it out of the local minima
+   that outliers in real weights create;
 3. with a histogram, label every weight exactly: bins that lie wholly inside a
    cluster take its label from a lookup table, and only the few weights in
    bins that a boundary crosses are compared with the boundary; the final
@@ -18,9 +22,9 @@ neighbouring centroids. We therefore:
 
 The default start, ``"companding"``, places the centroids where the
 asymptotically optimal quantiser puts them (point density proportional to the
-cube root of the data density, Panter & Dite 1951), so Lloyd starts next to
-its fixed point. For a log-concave density (a Gaussian, most weight
-distributions) Lloyd's fixed point in 1-D is unique and optimal.
+cube root of the data density, Panter & Dite 1951), so Newton starts next to
+its fixed point. Measured in benchmarks/bench_kmeans1d.py against
+scikit-learn's k-means++ (see BENCHMARKS.md).
 
 Example:
     >>> import numpy as np
@@ -229,6 +233,7 @@ def _solve(summary: _Summary, k: int, init: str, max_iter: int, solver: str, see
     best, best_cost = None, np.inf
     for name in starts:
         centroids = _lloyd(summary, _newton(summary, _init(summary, k, name, seed)), max_iter)
+        centroids = _split_merge(summary, centroids, max_iter)
         cost = _cost(summary, centroids)
         if cost < best_cost:
             best, best_cost = centroids, cost
@@ -337,6 +342,65 @@ def _newton(summary: _Summary, centroids: np.ndarray, max_steps: int = 100) -> n
                 c = candidate
             break
         c, cost = candidate, candidate_cost
+    return c
+
+
+def _cluster_stats(summary: _Summary, cuts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.diff(summary.cum_n[cuts]), np.diff(summary.cum_s[cuts]), np.diff(summary.cum_q[cuts])
+
+
+def _split_merge(summary: _Summary, centroids: np.ndarray, max_iter: int, max_moves: int = 1000) -> np.ndarray:
+    """Escape Lloyd's local minima: split a costly cluster, merge the cheapest neighbours.
+
+    Heavy-tailed weights (real networks have outliers many standard deviations
+    out) leave Lloyd stuck with too few centroids in the tails: a centroid
+    cannot walk across the empty space between outliers. A move merges the two
+    adjacent clusters whose union costs least and splits, at its best point,
+    a cluster whose split gains most; it is kept only if the error drops
+    (after Newton and Lloyd settle), so the error never rises.
+    """
+    values, cum_n, cum_s, cum_q = summary.values, summary.cum_n, summary.cum_s, summary.cum_q
+    c = np.sort(centroids)
+    if c.size < 3:
+        return c
+    cost = _cost(summary, c)
+    for _ in range(max_moves):
+        cuts = _cuts(summary, c)
+        n, s, q = _cluster_stats(summary, cuts)
+        safe_n = np.where(n > 0, n, 1.0)
+        sse = np.where(n > 0, q - s * s / safe_n, 0.0)
+        un, us, uq = n[:-1] + n[1:], s[:-1] + s[1:], q[:-1] + q[1:]
+        merge_cost = np.where(un > 0, uq - us * us / np.where(un > 0, un, 1.0), 0.0) - sse[:-1] - sse[1:]
+        splits = []
+        for j in np.argsort(sse)[::-1][:8]:  # the costliest clusters
+            a, b = int(cuts[j]), int(cuts[j + 1])
+            if b - a < 2:
+                continue
+            mid = np.arange(a + 1, b)
+            ln, ls, lq = cum_n[mid] - cum_n[a], cum_s[mid] - cum_s[a], cum_q[mid] - cum_q[a]
+            rn, rs, rq = cum_n[b] - cum_n[mid], cum_s[b] - cum_s[mid], cum_q[b] - cum_q[mid]
+            gain = sse[j] - (lq - ls * ls / ln) - (rq - rs * rs / rn)
+            i = int(np.argmax(gain))
+            splits.append((float(gain[i]), int(j), float(ls[i] / ln[i]), float(rs[i] / rn[i])))
+        # Candidate moves by predicted gain; the first that really lowers the error is kept.
+        moves = [
+            (gain - float(merge_cost[p]), j, int(p), left, right)
+            for gain, j, left, right in splits
+            for p in np.argsort(merge_cost)[:8]
+            if p != j and p + 1 != j and gain > merge_cost[p]
+        ]
+        moves.sort(key=lambda m: -m[0])
+        improved = False
+        for _, j, pair, left, right in moves[:8]:
+            merged = float(us[pair] / un[pair]) if un[pair] > 0 else float(c[pair])
+            trial = np.concatenate((np.delete(c, [pair, pair + 1, j]), [merged, left, right]))
+            trial = _lloyd(summary, _newton(summary, np.sort(trial), max_steps=20), max_iter)
+            trial_cost = _cost(summary, trial)
+            if trial_cost < cost * (1.0 - 1e-12):
+                c, cost, improved = trial, trial_cost, True
+                break
+        if not improved:
+            break
     return c
 
 
