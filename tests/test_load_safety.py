@@ -1,0 +1,42 @@
+"""Architectures named by a file cannot make load() allocate without bound or read a directory."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import pytest
+
+import deepshrink as ds
+from deepshrink.surgery import set_model_spec
+
+
+def test_huge_sizes_in_the_header_raise_before_allocating(tmp_path):
+    model = ds.models.create("lenet300")
+    set_model_spec(model, "lenet300", {"in_features": 10**9})  # 1.2 TB of fp32 if it were built
+    path = tmp_path / "huge.dsz"
+    ds.save(model, path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    with pytest.raises(ds.FormatError, match="the model needs"):
+        ds.load(path)
+    assert time.perf_counter() - t < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no giant allocation
+
+
+def test_bad_kwargs_in_the_header_raise_format_error(tmp_path):
+    model = ds.models.create("lenet300")
+    set_model_spec(model, "lenet300", {"no_such_argument": 1})
+    ds.save(model, tmp_path / "bad.dsz")
+    with pytest.raises(ds.FormatError):
+        ds.load(tmp_path / "bad.dsz")
+
+
+def test_local_directory_spec_needs_the_callers_consent(tmp_path):
+    model = ds.models.create("lenet300")
+    set_model_spec(model, "hf:/etc", {})
+    ds.save(model, tmp_path / "hf.dsz")
+    with pytest.raises(ds.FormatError, match="model="):
+        ds.load(tmp_path / "hf.dsz")
+    # With an explicit skeleton it loads.
+    assert ds.load(tmp_path / "hf.dsz", model=ds.models.create("lenet300")).fc1.in_features == 784
