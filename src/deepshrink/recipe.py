@@ -11,6 +11,10 @@ A recipe file looks like::
       - name: share
         config: {type: kmeans_sharing, bits: {conv: 8, linear: 5}}
         finetune: {epochs: 2, lr: 0.0001}
+    distill: {temperature: 4, alpha: 0.7}   # optional
+
+With ``distill``, every fine-tuning stage learns from the outputs of the model
+as it was before the recipe ran (Hinton et al. 2015), as well as from the labels.
 
 Each ``config`` is a registered config (see :mod:`deepshrink.config`); each
 ``finetune`` holds :class:`~deepshrink.TrainConfig` fields. Named recipes
@@ -19,6 +23,7 @@ live in the ``recipes/`` folder of the project.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +35,14 @@ from torch import nn
 from .config import Config, config_from_dict, config_to_dict
 from .data.bundle import DataBundle
 from .dispatch import verb_for
+from .distill.config import KD
 from .errors import ConfigError, SpecError
 from .train.callbacks import Callback
 from .train.config import TrainConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 _STAGE_KEYS = ("name", "config", "finetune")
-_RECIPE_KEYS = ("name", "description", "stages")
+_RECIPE_KEYS = ("name", "description", "stages", "distill")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Recipe:
     name: str
     stages: tuple[Stage, ...]
     description: str = ""
+    distill: KD | None = None
 
     def to_dict(self) -> dict[str, Any]:
         stages = []
@@ -76,7 +83,10 @@ class Recipe:
             if s.finetune is not None:
                 entry["finetune"] = {k: v for k, v in config_to_dict(s.finetune).items() if k not in ("type", "version")}
             stages.append(entry)
-        return {"name": self.name, "description": self.description, "stages": stages}
+        out: dict[str, Any] = {"name": self.name, "description": self.description, "stages": stages}
+        if self.distill is not None:
+            out["distill"] = {k: v for k, v in config_to_dict(self.distill).items() if k not in ("type", "version")}
+        return out
 
 
 def recipe_from_dict(data: Any) -> Recipe:
@@ -120,7 +130,14 @@ def recipe_from_dict(data: Any) -> Recipe:
     name = data.get("name", "recipe")
     if not isinstance(name, str):
         raise ConfigError("name", name, "a string")
-    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")))
+    distill = None
+    if data.get("distill") is not None:
+        if not isinstance(data["distill"], dict):
+            raise ConfigError("distill", data["distill"], "a mapping of KD fields (temperature, alpha)")
+        kd = config_from_dict({"type": "kd", **data["distill"]})
+        assert isinstance(kd, KD)
+        distill = kd
+    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")), distill=distill)
 
 
 def builtin_recipes() -> list[str]:
@@ -202,6 +219,12 @@ def run_recipe(
         recipe = load_recipe(recipe)
     report = RecipeReport(recipe=recipe.name)
     started = time.perf_counter()
+    objective = None
+    if recipe.distill is not None and data.task == "classification":
+        from .distill.losses import distillation_objective
+
+        teacher = copy.deepcopy(model)  # the model as it was before compression
+        objective = distillation_objective(teacher, recipe.distill.temperature, recipe.distill.alpha)
     for stage in recipe.stages:
         entry: dict[str, Any] = {"name": stage.name}
         t0 = time.perf_counter()
@@ -216,7 +239,7 @@ def run_recipe(
             hook = getattr(stage.config, "training_callbacks", None)
             if callable(hook):
                 stage_callbacks += list(hook(model))
-            out = finetune(model, data, ft, stage_callbacks)
+            out = finetune(model, data, ft, stage_callbacks, objective=objective)
             entry["finetune"] = {"steps": out["steps"], "seconds": out["seconds"], "val": out["val"]}
         if data.task == "classification" and len(data.val) > 0:  # type: ignore[arg-type]
             entry["val"] = evaluate(model, data.val)

@@ -6,7 +6,9 @@ has a 32-bit state in ``[2**16, 2**32)`` and emits 16-bit words; frequencies
 are quantised to ``2**PREC``. With ``PREC = 16`` a lane emits at most one word
 per symbol, so one numpy step encodes or decodes one symbol of every lane.
 Every lane starts (encoder) and must end (decoder) in state ``2**16``: a free
-integrity check. The byte layout is specified in docs/FORMAT.md.
+integrity check. Where numba is installed, compiled kernels (:mod:`._fast`)
+run the same lanes symbol by symbol and write identical bytes (``fast=False``
+forces numpy). The byte layout is specified in docs/FORMAT.md.
 
 Example:
     >>> import numpy as np
@@ -23,6 +25,7 @@ import struct
 import numpy as np
 
 from ..errors import FormatError
+from . import _fast
 from .lanes import check_lanes, check_symbols, dtype_code, dtype_from_code, lanes_for
 from .reader import Reader, deflate
 
@@ -63,8 +66,10 @@ def quantize(counts: np.ndarray, prec: int = PREC) -> np.ndarray:
     return freq
 
 
-def encode(symbols: np.ndarray) -> bytes:
+def encode(symbols: np.ndarray, *, fast: bool = True) -> bytes:
     """rANS-encode an integer array with symbols in ``[0, 65536)`` (decoded flat, same dtype).
+
+    ``fast=False`` uses the numpy path even where numba is installed (same bytes).
 
     Example:
         >>> len(encode(np.array([0] * 9000 + [1] * 1000, dtype=np.int32))) < 700
@@ -81,15 +86,24 @@ def encode(symbols: np.ndarray) -> bytes:
     if int((counts > 0).sum()) == 1:
         counts = counts.copy()
         counts[0 if counts[0] == 0 else 1] = 1  # a phantom count, never coded
-    return head + encode_with_freqs(flat, quantize(counts))
+    return head + encode_with_freqs(flat, quantize(counts), counts, fast=fast)
 
 
-def encode_with_freqs(flat: np.ndarray, freq: np.ndarray) -> bytes:
-    """Encode int64 symbols with a quantised frequency table: alphabet, table, lanes, states, words."""
+def encode_with_freqs(
+    flat: np.ndarray, freq: np.ndarray, counts: np.ndarray | None = None, *, fast: bool = True
+) -> bytes:
+    """Encode int64 symbols with a quantised frequency table: alphabet, table, lanes, states, words.
+
+    ``counts`` (``np.bincount(flat)``, if the caller has it) saves a pass.
+    """
     n = flat.size
-    counts = np.bincount(flat, minlength=freq.size)
+    if counts is None or counts.size != freq.size:
+        counts = np.bincount(flat, minlength=freq.size)
     est_bits = float(np.sum(counts * (PREC - np.log2(np.maximum(freq, 1)))))
     lanes = lanes_for(n, est_bits / 8)
+    if fast and _fast.available():
+        x, words = _fast.rans_encode(flat, freq, lanes, _LOW)
+        return _layout(freq, lanes, x, words)
     steps = -(-n // lanes)
     f_tab = freq.astype(np.uint64)
     c_tab = (np.cumsum(freq) - freq).astype(np.uint64)
@@ -109,6 +123,11 @@ def encode_with_freqs(flat: np.ndarray, freq: np.ndarray) -> bytes:
         q = np.floor(xs / f).astype(np.uint64)  # exact: xs < 2**32 and f < 2**16 in float64
         xs[:] = (q << prec) + (xs - q * f) + c_tab[s]
     words = np.concatenate(chunks[::-1]) if chunks else np.zeros(0, dtype=np.uint16)
+    return _layout(freq, lanes, x, words)
+
+
+def _layout(freq: np.ndarray, lanes: int, x: np.ndarray, words: np.ndarray) -> bytes:
+    """Alphabet, precision, table, lanes, final states and words, as FORMAT.md lays them out."""
     table = deflate(freq.astype("<u2").tobytes())
     return b"".join(
         [
@@ -122,8 +141,10 @@ def encode_with_freqs(flat: np.ndarray, freq: np.ndarray) -> bytes:
     )
 
 
-def decode(data: bytes, max_count: int = DEFAULT_MAX_COUNT) -> np.ndarray:
+def decode(data: bytes, max_count: int = DEFAULT_MAX_COUNT, *, fast: bool = True) -> np.ndarray:
     """Decode :func:`encode`'s bytes; malformed input (or more than ``max_count`` symbols) raises FormatError.
+
+    ``fast=False`` uses the numpy path even where numba is installed (same result).
 
     Example:
         >>> decode(encode(np.array([5, 5, 1], dtype=np.uint16))).tolist()
@@ -137,12 +158,12 @@ def decode(data: bytes, max_count: int = DEFAULT_MAX_COUNT) -> np.ndarray:
     n = r.u64()
     if n > max_count:
         raise FormatError(f"rANS stream: declares {n} symbols, more than the allowed {max_count}")
-    out = decode_body(r, n)
+    out = decode_body(r, n, fast=fast)
     r.done()
     return out.astype(dtype)
 
 
-def decode_body(r: Reader, n: int) -> np.ndarray:
+def decode_body(r: Reader, n: int, *, fast: bool = True) -> np.ndarray:
     """Decode alphabet, table, lanes, states and words for ``n`` symbols from ``r`` (int64 result)."""
     alphabet = r.u32()
     if n == 0:
@@ -164,6 +185,13 @@ def decode_body(r: Reader, n: int) -> np.ndarray:
         raise FormatError(f"rANS stream: a lane state is below 2**16 (corrupt state)")
     nwords = r.u64()
     words = r.array("uint16", nwords).astype(np.uint64) if nwords <= r.remaining() // 2 else r.take(2 * nwords)
+    if fast and _fast.available():
+        err, out = _fast.rans_decode(x, words, freq, n, lanes, _LOW)
+        if err == _fast.ERR_OVERRUN:
+            raise FormatError("rANS stream: corrupt data (the lanes ask for more words than the stream has)")
+        if err != _fast.OK:
+            raise FormatError("rANS stream: corrupt data (lanes do not end in their start state)")
+        return out
     return _decode_lanes(x, words, freq, n, lanes)
 
 

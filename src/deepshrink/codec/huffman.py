@@ -5,8 +5,10 @@ exactly (values and dtype). Symbols are non-negative integers below
 ``MAX_ALPHABET``. Codes are canonical (RFC 1951 order: by length, then by
 symbol) and at most ``MAX_LEN`` bits, so only the code lengths are stored.
 The stream is split into interleaved lanes (see :mod:`.lanes`) so that the
-encoder packs bits with array arithmetic and the decoder does one table lookup
-per lane per step. The byte layout is specified in docs/FORMAT.md.
+numpy path packs bits with array arithmetic and decodes one symbol of every
+lane per vectorised step; where numba is installed, compiled kernels
+(:mod:`._fast`) run the same code symbol by symbol and write identical bytes
+(``fast=False`` forces numpy). The byte layout is specified in docs/FORMAT.md.
 
 Example:
     >>> import numpy as np
@@ -23,6 +25,7 @@ import struct
 import numpy as np
 
 from ..errors import FormatError
+from . import _fast
 from .lanes import check_lanes, check_symbols, dtype_code, dtype_from_code, lane_major, lanes_for
 from .reader import Reader, deflate
 
@@ -127,8 +130,10 @@ def canonical_codes(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, order
 
 
-def encode(symbols: np.ndarray) -> bytes:
+def encode(symbols: np.ndarray, *, fast: bool = True) -> bytes:
     """Canonical-Huffman encode an integer array (any shape; decoded flat, same dtype).
+
+    ``fast=False`` uses the numpy path even where numba is installed (same bytes).
 
     Example:
         >>> len(encode(np.zeros(1000, dtype=np.int64))) < 200
@@ -143,23 +148,34 @@ def encode(symbols: np.ndarray) -> bytes:
         return head + struct.pack("<I", 0)
     counts = np.bincount(flat)
     lengths = code_lengths(counts)
-    return head + encode_with_lengths(flat, lengths)
+    return head + encode_with_lengths(flat, lengths, counts, fast=fast)
 
 
-def encode_with_lengths(flat: np.ndarray, lengths: np.ndarray) -> bytes:
-    """Encode int64 symbols with given code lengths: alphabet, table, lanes and bits (FORMAT.md)."""
+def encode_with_lengths(
+    flat: np.ndarray, lengths: np.ndarray, counts: np.ndarray | None = None, *, fast: bool = True
+) -> bytes:
+    """Encode int64 symbols with given code lengths: alphabet, table, lanes and bits (FORMAT.md).
+
+    ``counts`` (``np.bincount(flat)``, if the caller has it) saves a pass.
+    """
     alphabet = lengths.size
     table = deflate(lengths.astype(np.uint8).tobytes())
     codes, _ = canonical_codes(lengths)
-    counts = np.bincount(flat, minlength=alphabet)
-    lanes = lanes_for(flat.size, float(np.dot(counts, lengths.astype(np.int64))) / 8)
-    # a sentinel symbol with length 0 pads the last step of the lane matrix
-    len_tab = np.append(lengths.astype(np.int64), 0)
-    code_tab = np.append(codes, 0).astype(np.uint64)
-    lm = lane_major(flat, lanes, fill=alphabet)
-    lens = len_tab[lm]
-    lane_bits = lens.reshape(lanes, -1).sum(axis=1)
-    bits = pack_codes(code_tab[lm], lens)
+    if counts is None:
+        counts = np.bincount(flat, minlength=alphabet)
+    lanes = lanes_for(flat.size, float(np.dot(counts[:alphabet], lengths[: counts.size].astype(np.int64))) / 8)
+    if fast and _fast.available():
+        len_tab = lengths.astype(np.int64)
+        lane_bits = _fast.lane_bits(flat, len_tab, lanes)
+        bits = _fast.huffman_pack(flat, len_tab, codes.astype(np.uint32), lanes, lane_bits)
+    else:
+        # a sentinel symbol with length 0 pads the last step of the lane matrix
+        len_tab = np.append(lengths.astype(np.int64), 0)
+        code_tab = np.append(codes, 0).astype(np.uint64)
+        lm = lane_major(flat, lanes, fill=alphabet)
+        lens = len_tab[lm]
+        lane_bits = lens.reshape(lanes, -1).sum(axis=1)
+        bits = pack_codes(code_tab[lm], lens)
     return b"".join(
         [
             struct.pack("<II", alphabet, len(table)),
@@ -195,8 +211,10 @@ def pack_codes(codes: np.ndarray, lens: np.ndarray) -> bytes:
     return words.astype(">u4").tobytes()[: (total + 7) >> 3]
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, *, fast: bool = True) -> np.ndarray:
     """Decode :func:`encode`'s bytes; any malformed input raises FormatError.
+
+    ``fast=False`` uses the numpy path even where numba is installed (same result).
 
     Example:
         >>> decode(encode(np.array([3, 1, 3], dtype=np.int16))).tolist()
@@ -208,12 +226,12 @@ def decode(data: bytes) -> np.ndarray:
         raise FormatError(f"huffman stream: unsupported version {version} (this build reads {VERSION})")
     dtype = dtype_from_code(r.u8(), "huffman stream")
     n = r.u64()
-    out = decode_body(r, n)
+    out = decode_body(r, n, fast=fast)
     r.done()
     return out.astype(dtype)
 
 
-def decode_body(r: Reader, n: int) -> np.ndarray:
+def decode_body(r: Reader, n: int, *, fast: bool = True) -> np.ndarray:
     """Decode alphabet, table, lanes and bits for ``n`` symbols from ``r`` (int64 result)."""
     alphabet = r.u32()
     if n == 0:
@@ -241,6 +259,13 @@ def decode_body(r: Reader, n: int) -> np.ndarray:
         raise FormatError("huffman stream: a lane's bit count cannot hold its symbols")
     total = int(lane_bits.sum())
     raw = r.take((total + 7) >> 3)
+    if fast and _fast.available():
+        err, out = _fast.huffman_decode(raw, lengths, max_len, lane_bits, n, lanes)
+        if err == _fast.ERR_INVALID:
+            raise FormatError("huffman stream: corrupt bits (a bit pattern matches no code of the table)")
+        if err != _fast.OK:
+            raise FormatError("huffman stream: corrupt bits (a lane does not end where its bit count says)")
+        return out
     return _decode_lanes(raw, lengths, max_len, lane_bits, n, lanes, steps)
 
 
