@@ -73,7 +73,7 @@ def run_demo(out_dir: str | Path = "demo-out", quick: bool = False, console: Con
     from .codec import save as save_dsz
     from .recipe import load_recipe, run_recipe
 
-    console = console or Console()
+    console = console or Console(width=max(150, Console().width))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = data_mod.load("mnist5k")

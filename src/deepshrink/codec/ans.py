@@ -82,11 +82,12 @@ def encode(symbols: np.ndarray, *, fast: bool = True) -> bytes:
     head = struct.pack("<BBQ", VERSION, code, n)
     if n == 0:
         return head + struct.pack("<I", 0)
-    counts = np.bincount(flat, minlength=2)  # two symbols at least: a lone symbol keeps freq < 2**PREC
+    real = np.bincount(flat, minlength=2)  # two symbols at least: a lone symbol keeps freq < 2**PREC
+    counts = real
     if int((counts > 0).sum()) == 1:
         counts = counts.copy()
         counts[0 if counts[0] == 0 else 1] = 1  # a phantom count, never coded
-    return head + encode_with_freqs(flat, quantize(counts), counts, fast=fast)
+    return head + encode_with_freqs(flat, quantize(counts), real, fast=fast)
 
 
 def encode_with_freqs(
@@ -184,7 +185,7 @@ def decode_body(r: Reader, n: int, *, fast: bool = True) -> np.ndarray:
     if np.any(x < _LOW):
         raise FormatError(f"rANS stream: a lane state is below 2**16 (corrupt state)")
     nwords = r.u64()
-    words = r.array("uint16", nwords).astype(np.uint64) if nwords <= r.remaining() // 2 else r.take(2 * nwords)
+    words = r.array("uint16", nwords) if nwords <= r.remaining() // 2 else r.take(2 * nwords)
     if fast and _fast.available():
         err, out = _fast.rans_decode(x, words, freq, n, lanes, _LOW)
         if err == _fast.ERR_OVERRUN:
@@ -192,7 +193,7 @@ def decode_body(r: Reader, n: int, *, fast: bool = True) -> np.ndarray:
         if err != _fast.OK:
             raise FormatError("rANS stream: corrupt data (lanes do not end in their start state)")
         return out
-    return _decode_lanes(x, words, freq, n, lanes)
+    return _decode_lanes(x, words.astype(np.uint64), freq, n, lanes)
 
 
 def _decode_lanes(x: np.ndarray, words: np.ndarray, freq: np.ndarray, n: int, lanes: int) -> np.ndarray:
