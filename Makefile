@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/deepshrink demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -q
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import data as data_mod
 from .commands.common import build_model, load_weights_into, save_weights
-from .train.checkpoint import atomic_write_bytes
+from .fileio import atomic_write_bytes
 from .train.defaults import default_train_config
 from .train.engine import evaluate, train
 

@@ -29,15 +29,14 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..fileio import atomic_write_bytes
 from ..errors import FormatError, SpecError
 from .dtypes import bits_dtype, from_bits
 from .reader import deflate, inflate
@@ -137,29 +136,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         >>> write_atomic(p, b"abc"); open(p, "rb").read()
         b'abc'
     """
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # persist the rename itself; not every platform can open a folder
-        dfd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    atomic_write_bytes(path, data)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:

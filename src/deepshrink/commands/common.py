@@ -15,7 +15,7 @@ from ..data import DataBundle
 from ..errors import FormatError, SpecError
 from ..models.fit import kwargs_for_data
 from ..surgery import model_spec
-from ..train.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 SPEC_KEY = "deepshrink_model"
 

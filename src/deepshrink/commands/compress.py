@@ -11,7 +11,7 @@ import typer
 from .. import data as data_mod
 from ..cli import _handles_errors, app
 from ..recipe import load_recipe, run_recipe
-from ..train.checkpoint import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 from .common import build_model
 
 
