@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/deepshrink demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest -q --doctest-modules src/deepshrink tests
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
