@@ -124,3 +124,17 @@ def test_console_script_exit_code_is_2():
     res = subprocess.run([str(exe), "eval", "nope-model", "--data", "digits"], capture_output=True, text=True)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr and "nope-model" in res.stderr
+
+
+def test_eval_embedding_model_against_reference(tmp_path):
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(f"This is test sentence number {i} about compressing neural networks." for i in range(40)))
+    res = run("eval", "minilm", "--data", f"text:{text}", "--reference", "minilm", "--json")
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout.strip().splitlines()[-1])
+    assert payload["cosine"] > 0.9999 and payload["count"] == 8  # 20% of 40 sentences is the test split
+
+
+def test_eval_text_data_needs_a_reference():
+    res = run("eval", "minilm", "--data", "text:pydoc")
+    _assert_clean_error(res, "--reference")
