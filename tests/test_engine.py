@@ -182,3 +182,28 @@ def test_two_processes_equal_one(tmp_path):
     a, b = load_file(str(one)), load_file(str(two))
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+def test_resume_of_a_pruned_run_into_a_fresh_model(tmp_path):
+    cfg = ds.TrainConfig(epochs=2, progress=False, checkpoint_dir=str(tmp_path / "ck"), checkpoint_every_steps=7)
+
+    class Crash(Exception):
+        pass
+
+    class CrashAt(ds.Callback):
+        def on_step_end(self, s):
+            if s.step == 25:
+                raise Crash
+
+    full, data = _small()
+    ds.prune_(full, ds.MagnitudePruning(sparsity=0.8))
+    ds.train(full, data, cfg.replace(checkpoint_dir=str(tmp_path / "full")), [ds.Callback()])
+    part, _ = _small()
+    ds.prune_(part, ds.MagnitudePruning(sparsity=0.8))
+    with pytest.raises(Crash):
+        ds.train(part, data, cfg, [CrashAt()])
+    fresh, _ = _small()  # not pruned: the checkpoint brings the masks
+    ds.train(fresh, data, cfg.replace(resume=True), [ds.Callback()])
+    assert ds.prune.sparsity(fresh) == ds.prune.sparsity(full) > 0.5
+    for (k, a), (_, b) in zip(full.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -83,3 +83,8 @@ from . import quantize  # noqa: E402
 from .quantize import KMeansSharing, fold_sharing, kmeans1d  # noqa: E402
 
 __all__ += ["KMeansSharing", "fold_sharing", "kmeans1d", "quantize"]
+
+# --- structured pruning (prune/structured.py) ---
+from .prune.structured import ChannelPruning  # noqa: E402
+
+__all__ += ["ChannelPruning"]

@@ -169,6 +169,14 @@ def _run(
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    ck: dict[str, Any] | None = None
+    if cfg.resume and cfg.checkpoint_dir and has_checkpoint(cfg.checkpoint_dir):
+        ck = load_checkpoint(cfg.checkpoint_dir)
+        from ..prune.masks import restore_masks
+
+        # A fresh model resuming a pruned run needs the mask slots before its optimizer is
+        # built, so that parameters (and so optimizer state) line up with the checkpoint.
+        restore_masks(model, ck["model"])
     optimizer = _make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(cfg, s, total_steps, steps_per_epoch)
@@ -183,8 +191,7 @@ def _run(
         cb.on_train_begin(state)
 
     start_batch = 0
-    if cfg.resume and cfg.checkpoint_dir and has_checkpoint(cfg.checkpoint_dir):
-        ck = load_checkpoint(cfg.checkpoint_dir)
+    if ck is not None:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])

@@ -1,0 +1,415 @@
+"""Structured (channel) pruning that physically removes channels: ``prune_(model, ChannelPruning(...), example_inputs=...)``.
+
+Built on Torch-Pruning's DependencyGraph: it traces the model once on
+``example_inputs`` and finds which layers are coupled (a conv's filters, its
+batch norm, the next conv's inputs, every branch of a residual addition, the
+classifier's inputs), so that removing a channel removes it everywhere.
+
+Three rules on top of Torch-Pruning:
+
+- The model's outputs never change shape: every layer that produces an output
+  (found by walking the traced graph back from its ends, plus the last Linear)
+  is left out of output-channel pruning, whatever kind of layer it is.
+- Every removal is recorded in the surgery log as kept indices per module
+  (``{"op": "channel_prune", "module": "conv1", "out": [...], "in": [...]}``,
+  or ``"features"`` for norms and depthwise convs), so a pruned model saved as
+  .dsz rebuilds from its base factory by plain slicing. After pruning, the log
+  is replayed on a meta-device copy and every shape is checked against the
+  pruned model, so a log that would not rebuild the model is never written.
+- Groups that touch a layer the replay cannot slice (grouped non-depthwise
+  convs, GroupNorm, bare ``nn.Parameter``, attention internals) are skipped and
+  listed in the report, never half-pruned.
+
+Attention layers of Hugging Face encoders (query/key/value) and
+``nn.MultiheadAttention`` are left whole for now: their FFN neurons are pruned.
+
+Example:
+    >>> import deepshrink as ds
+    >>> model = ds.models.create("lenet5")
+    >>> inputs = ds.models.example_inputs(model)
+    >>> report = ds.prune_(model, ds.ChannelPruning(ratio=0.5), example_inputs=inputs)
+    >>> model.conv1.out_channels, model.fc2.out_features
+    (10, 10)
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch_pruning._helpers import to_plain_idxs as _plain
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from ..config import Config, check_choice, check_range, check_type, register_config
+from ..dispatch import Report, prune_
+from ..errors import ConfigError
+from ..surgery import record_surgery, register_surgery
+from .importance import IMPORTANCES, make_importance, needs_gradients
+
+SCOPES = ("layer", "global")
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
+
+
+@register_config("channel_pruning")
+@dataclass(frozen=True)
+class ChannelPruning(Config):
+    """Remove a fraction of the channels (conv filters, linear neurons) of every prunable group.
+
+    Fields:
+        ratio: fraction of each group's channels to remove, in [0, 1).
+        importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"taylor"`` (uses ``data=``
+            batches if given, else the example inputs), ``"bn_scale"`` or ``"random"``.
+        scope: ``"layer"`` (each group loses ``ratio`` of its channels) or
+            ``"global"`` (one ranking over all groups; the total loses ``ratio``).
+        round_to: keep channel counts a multiple of this (rounded down), or None.
+        ignored: module-name patterns (fnmatch) whose output channels are kept.
+        iterative_steps: prune in this many steps, re-scoring between steps.
+        seed: seed of the ``"random"`` criterion.
+        batches: training batches used for ``"taylor"`` gradients when ``data=`` is given.
+
+    Example:
+        >>> ChannelPruning(ratio=0.3, importance="fpgm").scope
+        'layer'
+        >>> ChannelPruning(ratio=1.0)
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: ChannelPruning.ratio=1.0 is invalid: expected a number in [0, 1)
+    """
+
+    ratio: float = 0.5
+    importance: str = "l1"
+    scope: str = "layer"
+    round_to: int | None = None
+    ignored: tuple[str, ...] = ()
+    iterative_steps: int = 1
+    seed: int = 0
+    batches: int = 4
+
+    def validate(self) -> None:
+        check_range(self, "ratio", 0, 1, hi_open=True)
+        check_choice(self, "importance", IMPORTANCES)
+        check_choice(self, "scope", SCOPES)
+        if self.round_to is not None:
+            check_range(self, "round_to", 1, None, integer=True)
+        check_type(self, "ignored", tuple, "a list of module-name patterns such as ['fc*', 'features.0']")
+        if not all(isinstance(p, str) for p in self.ignored):
+            raise ConfigError("ignored", self.ignored, "a list of module-name patterns such as ['fc*', 'features.0']", "ChannelPruning")
+        check_range(self, "iterative_steps", 1, None, integer=True)
+        check_range(self, "seed", 0, 2**63 - 1, integer=True)
+        check_range(self, "batches", 1, None, integer=True)
+
+
+# --------------------------------------------------------------------------- which layers, which axis
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.conv._ConvNd) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+def _replayable(m: nn.Module) -> bool:
+    """Whether the replay below can slice this module (so that pruning it may be recorded)."""
+    if isinstance(m, (nn.Linear, nn.Embedding, nn.PReLU, nn.LayerNorm, nn.modules.batchnorm._NormBase)):
+        return True
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.groups == 1 or _is_depthwise(m)
+    return not any(True for _ in m.parameters(recurse=False))  # activations, pools, dropout: nothing to slice
+
+
+def _axis(m: nn.Module, out_fn: bool) -> str:
+    # Norms and depthwise convs carry one channel axis that is both input and output.
+    if isinstance(m, (nn.PReLU, *_NORMS)) or _is_depthwise(m):
+        return "features"
+    return "out" if out_fn else "in"
+
+
+def _size(m: nn.Module, axis: str) -> int:
+    if isinstance(m, nn.Linear):
+        return m.out_features if axis == "out" else m.in_features
+    if isinstance(m, nn.Embedding):
+        return m.embedding_dim
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return m.in_channels if axis == "in" else m.out_channels
+    if isinstance(m, nn.LayerNorm):
+        return m.normalized_shape[-1]
+    if isinstance(m, nn.PReLU):
+        return m.num_parameters
+    return m.num_features  # batch / instance norm
+
+
+# --------------------------------------------------------------------------- replay (plain slicing)
+
+
+def _kept(entry: dict[str, Any], key: str, size: int) -> Tensor | None:
+    kept = entry.get(key)
+    if kept is None:
+        return None
+    if not isinstance(kept, list) or not kept or not all(isinstance(i, int) and not isinstance(i, bool) for i in kept):
+        raise ValueError(f"{key!r} must be a non-empty list of channel indices")
+    if any(b <= a for a, b in zip(kept, kept[1:])) or kept[0] < 0 or kept[-1] >= size:
+        raise ValueError(f"{key!r} must be strictly increasing indices in [0, {size})")
+    return torch.tensor(kept, dtype=torch.long)
+
+
+def _slice_param(m: nn.Module, name: str, dim: int, idx: Tensor) -> None:
+    old = getattr(m, name)
+    if old is None:
+        return
+    new = old.detach().index_select(dim, idx.to(old.device))
+    if isinstance(old, nn.Parameter):
+        setattr(m, name, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        setattr(m, name, new)  # a registered buffer stays a buffer
+
+
+@register_surgery("channel_prune")
+def replay_channel_prune(model: nn.Module, entry: dict[str, Any]) -> None:
+    """Slice one module to the kept channel indices of a ``channel_prune`` surgery entry.
+
+    Works on the meta device too (``deepshrink.load`` checks shapes there first).
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Linear(4, 3))
+        >>> replay_channel_prune(m, {"op": "channel_prune", "module": "0", "out": [0, 2]})
+        >>> tuple(m[0].weight.shape), m[0].out_features
+        ((2, 4), 2)
+    """
+    extra = set(entry) - {"op", "module", "out", "in", "features"}
+    if extra:
+        raise ValueError(f"unknown keys {sorted(extra)}")
+    if not isinstance(entry.get("module"), str):
+        raise ValueError("'module' must name a submodule")
+    m = model.get_submodule(entry["module"])
+    if isinstance(m, nn.Linear):
+        out, inp = _kept(entry, "out", m.out_features), _kept(entry, "in", m.in_features)
+        if out is not None:
+            _slice_param(m, "weight", 0, out)
+            _slice_param(m, "bias", 0, out)
+            m.out_features = len(out)
+        if inp is not None:
+            _slice_param(m, "weight", 1, inp)
+            m.in_features = len(inp)
+    elif isinstance(m, nn.modules.conv._ConvNd) and _is_depthwise(m):
+        feats = _kept(entry, "features", m.out_channels)
+        if feats is not None:
+            _slice_param(m, "weight", 0, feats)
+            _slice_param(m, "bias", 0, feats)
+            m.in_channels = m.out_channels = m.groups = len(feats)
+    elif isinstance(m, nn.modules.conv._ConvNd) and m.groups == 1:
+        out, inp = _kept(entry, "out", m.out_channels), _kept(entry, "in", m.in_channels)
+        out_dim, in_dim = (1, 0) if m.transposed else (0, 1)  # transposed convs store (in, out, ...)
+        if out is not None:
+            _slice_param(m, "weight", out_dim, out)
+            _slice_param(m, "bias", 0, out)
+            m.out_channels = len(out)
+        if inp is not None:
+            _slice_param(m, "weight", in_dim, inp)
+            m.in_channels = len(inp)
+    elif isinstance(m, nn.Embedding):
+        out = _kept(entry, "out", m.embedding_dim)
+        if out is not None:
+            _slice_param(m, "weight", 1, out)
+            m.embedding_dim = len(out)
+    elif isinstance(m, (nn.LayerNorm, nn.PReLU, nn.modules.batchnorm._NormBase)):
+        feats = _kept(entry, "features", _size(m, "features"))
+        if feats is None:
+            return
+        if isinstance(m, nn.LayerNorm):
+            dim = len(m.normalized_shape) - 1
+            _slice_param(m, "weight", dim, feats)
+            _slice_param(m, "bias", dim, feats)
+            m.normalized_shape = (*m.normalized_shape[:-1], len(feats))
+        elif isinstance(m, nn.PReLU):
+            if m.num_parameters > 1:
+                _slice_param(m, "weight", 0, feats)
+            m.num_parameters = len(feats)
+        else:
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                _slice_param(m, name, 0, feats)
+            m.num_features = len(feats)
+    else:
+        raise ValueError(f"module {entry['module']!r} ({type(m).__name__}) cannot be channel-pruned")
+
+
+# --------------------------------------------------------------------------- the handler
+
+
+def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
+    if example_inputs is None:
+        raise ConfigError(
+            "example_inputs",
+            None,
+            "example inputs to trace the model, e.g. prune_(model, cfg, example_inputs=deepshrink.models.example_inputs(model))",
+            "ChannelPruning",
+        )
+    if isinstance(example_inputs, Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (list, tuple)):
+        return tuple(example_inputs)
+    raise ConfigError("example_inputs", type(example_inputs).__name__, "a tensor or a tuple of tensors for model(*inputs)", "ChannelPruning")
+
+
+def _output_layers(dg: tp.DependencyGraph, names: dict[nn.Module, str]) -> set[nn.Module]:
+    """Layers with parameters whose output reaches a model output through parameter-free ops only."""
+    stack = [node for node in dg.module2node.values() if not node.outputs]
+    seen: set[int] = set()
+    found: set[nn.Module] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        if isinstance(module, nn.Module) and module in names and any(True for _ in module.parameters(recurse=False)):
+            found.add(module)
+            continue  # its own output is protected; layers before it may shrink
+        stack.extend(node.inputs)
+    return found
+
+
+def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
+    fixed: list[nn.Module] = []
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        fixed.append(linears[-1])  # the classifier keeps all its classes
+    for name, m in model.named_modules():
+        if cfg.ignored and any(fnmatch.fnmatchcase(name, p) for p in cfg.ignored):
+            fixed.extend(m.modules())
+        # Attention internals: a head's reshape reads attributes that slicing alone does not update.
+        if isinstance(m, nn.MultiheadAttention) or (hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size")):
+            fixed.extend(m.modules())
+    return fixed
+
+
+def _taylor_gradients(model: nn.Module, inputs: tuple[Any, ...], data: Any, batches: int) -> None:
+    """Fill ``param.grad`` for the Taylor criterion: cross-entropy on training batches, else output energy."""
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        if data is not None and getattr(data, "task", None) == "classification":
+            loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=False)
+            device = next(model.parameters()).device
+            for i, (x, y) in enumerate(loader):
+                if i >= batches:
+                    break
+                loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
+                loss.backward()
+        else:
+            # Without labels: the first-order change of the outputs' energy, a label-free proxy.
+            out = model(*inputs)
+            out = out if isinstance(out, Tensor) else out[0]
+            out.float().pow(2).mean().backward()
+
+
+def _n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@prune_.register(ChannelPruning)
+def channel_prune(
+    model: nn.Module, config: ChannelPruning, *, example_inputs: Any = None, data: Any = None, **_: Any
+) -> Report:
+    """Physically remove channels as ``config`` says; records the surgery log; returns a Report.
+
+    ``example_inputs`` (a tensor or tuple for ``model(*inputs)``) is needed to
+    trace the model; without it the first test items of ``data`` are used, and
+    with neither a ConfigError says what to pass.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("vgg_small")
+        >>> r = ds.prune_(m, ds.ChannelPruning(ratio=0.25, round_to=2), example_inputs=ds.models.example_inputs(m))
+        >>> r.figures["params_after"] < r.figures["params_before"]
+        True
+    """
+    if example_inputs is None and data is not None:
+        # In a recipe the data stand in for example inputs: the first test items, batch 1.
+        from ..models.inputs import example_inputs as _examples
+
+        example_inputs = _examples(model, data)
+    inputs = _as_tuple(example_inputs)
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        raise ConfigError(
+            "model", "a model with masks or codebooks", "a plain model: fold masks first (deepshrink.fold_masks)", "ChannelPruning"
+        )
+    report = Report(method="channel_pruning")
+    report.figures["params_before"] = _n_params(model)
+    names = {m: n for n, m in model.named_modules()}
+    # The replay check runs on a shape-only copy of the unpruned model.
+    shadow = copy.deepcopy(model).to("meta")
+    was_training = model.training
+    model.eval()  # tracing and scoring must not move batch-norm statistics
+    pruner = tp.pruner.MetaPruner(
+        model,
+        inputs,
+        importance=make_importance(config.importance),
+        global_pruning=config.scope == "global",
+        pruning_ratio=config.ratio,
+        iterative_steps=config.iterative_steps,
+        ignored_layers=_fixed_layers(model, config),
+        round_to=config.round_to,
+    )
+    for m in _output_layers(pruner.DG, names):
+        pruner.ignored_layers.extend(m.modules())
+        report.skipped[names[m]] = "produces a model output (output shape is kept)"
+
+    kept: dict[tuple[str, str], list[int]] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        for _step in range(config.iterative_steps):
+            if needs_gradients(config.importance):
+                _taylor_gradients(model, inputs, data, config.batches)
+            for group in pruner.step(interactive=True):
+                edits: dict[tuple[str, str], set[int]] = {}
+                ok = True
+                for dep, idxs in group:
+                    target = dep.target.module
+                    if isinstance(target, nn.Parameter):
+                        ok = False  # a bare parameter (e.g. a position embedding): no replay for it yet
+                        continue
+                    if not isinstance(target, nn.Module) or target not in names:
+                        continue  # traced ops (add, concat, reshape) hold no weights
+                    if not _replayable(target):
+                        ok = False
+                        report.skipped[names[target]] = f"{type(target).__name__} cannot be sliced by the replay; its group is kept"
+                        continue
+                    if not any(True for _ in target.parameters(recurse=False)):
+                        continue
+                    key = (names[target], _axis(target, pruner.DG.is_out_channel_pruning_fn(dep.handler)))
+                    edits.setdefault(key, set()).update(int(i) for i in _plain(idxs))
+                if not ok:
+                    continue
+                for (name, axis), removed in edits.items():
+                    module = model.get_submodule(name)
+                    current = kept.setdefault((name, axis), list(range(_size(module, axis))))
+                    kept[(name, axis)] = [k for i, k in enumerate(current) if i not in removed]
+                group.prune()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+
+    entries: dict[str, dict[str, Any]] = {}
+    for (name, axis), idx in kept.items():
+        if len(idx) < _size(shadow.get_submodule(name), axis):
+            entries.setdefault(name, {"op": "channel_prune", "module": name})[axis] = idx
+    order = {n: i for i, n in enumerate(names.values())}
+    for name in sorted(entries, key=order.__getitem__):
+        replay_channel_prune(shadow, entries[name])
+        record_surgery(model, entries[name])
+        report.changed.append(name)
+        report.per_layer[name] = {axis: len(entries[name][axis]) for axis in ("out", "in", "features") if axis in entries[name]}
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in shadow.state_dict().items()}
+    if want != got:
+        bad = sorted(k for k in want if want[k] != got.get(k))
+        raise RuntimeError(f"channel pruning produced shapes the surgery log cannot rebuild: {bad[:5]}")
+    report.figures["params_after"] = _n_params(model)
+    report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
+    return report
+
+
+__all__: Sequence[str] = ["ChannelPruning", "channel_prune", "replay_channel_prune"]

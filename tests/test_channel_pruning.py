@@ -1,0 +1,175 @@
+"""Structured channel pruning: zero-then-remove equivalence over a zoo, exact counts, .dsz round trip, validation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import deepshrink as ds
+from deepshrink.prune.structured import replay_channel_prune
+from deepshrink.surgery import surgery_log
+
+# spec, factory kwargs, input shape (batch 2 so that batch statistics play no role in eval mode)
+ZOO = [
+    ("lenet5", {}, (2, 1, 28, 28)),
+    ("cnn_small", {}, (2, 1, 28, 28)),
+    ("vgg_small", {}, (2, 1, 28, 28)),
+    ("resnet_small", {}, (2, 1, 28, 28)),
+    ("torchvision:resnet18", {"num_classes": 10}, (2, 3, 64, 64)),
+    ("torchvision:mobilenet_v2", {"num_classes": 10}, (2, 3, 64, 64)),  # depthwise convs
+]
+
+
+def _randomize_norms(model: nn.Module, seed: int = 0) -> None:
+    # Non-trivial BN statistics and affine terms, so that a forgotten BN shift would show.
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+@torch.no_grad()
+def _zero_removed(model: nn.Module, log: list[dict]) -> None:
+    """Zero what the log removes: out-channel rows and biases, norm scales and shifts, depthwise filters."""
+    for entry in log:
+        m = model.get_submodule(entry["module"])
+        axis = "out" if "out" in entry else "features" if "features" in entry else None
+        if axis is None or isinstance(m, nn.Embedding):
+            continue  # only input channels were cut: they already receive zeros
+        size = m.weight.shape[0]
+        removed = sorted(set(range(size)) - set(entry[axis]))
+        m.weight[removed] = 0
+        if getattr(m, "bias", None) is not None:
+            m.bias[removed] = 0
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _check_equivalence(model: nn.Module, inputs: tuple, cfg: ds.ChannelPruning, max_fraction: float = 0.8) -> nn.Module:
+    model.eval()
+    pruned = copy.deepcopy(model)
+    report = ds.prune_(pruned, cfg, example_inputs=inputs)
+    log = surgery_log(pruned)
+    assert log and report.changed == [e["module"] for e in log]
+    _zero_removed(model, log)
+    with torch.no_grad():
+        want, got = model(*inputs), pruned.eval()(*inputs)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert _params(pruned) < max_fraction * _params(model)
+    return pruned
+
+
+@pytest.mark.parametrize("spec,kwargs,shape", ZOO, ids=[z[0] for z in ZOO])
+def test_zeroed_channels_equal_removed_channels(spec, kwargs, shape):
+    torch.manual_seed(0)
+    model = ds.models.create(spec, **kwargs)
+    _randomize_norms(model)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        out_shape = model.eval()(x).shape
+    pruned = _check_equivalence(model, (x,), ds.ChannelPruning(ratio=0.5, importance="random", seed=1))
+    assert pruned(x).shape == out_shape
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "fpgm", "taylor", "bn_scale", "random"])
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_every_criterion_and_scope_is_exact(importance, scope):
+    torch.manual_seed(0)
+    model = ds.models.create("resnet_small")
+    _randomize_norms(model)
+    x = torch.randn(2, 1, 28, 28)
+    _check_equivalence(model, (x,), ds.ChannelPruning(ratio=0.5, importance=importance, scope=scope))
+
+
+def test_minilm_ffn_neurons_are_removed_exactly():
+    model = ds.models.create("minilm")
+    inputs = ds.models.example_inputs(model, batch_size=2)
+    # The 11.7M-parameter token embedding stays (hidden size is the output), so the drop is the FFNs'.
+    pruned = _check_equivalence(model, inputs, ds.ChannelPruning(ratio=0.5), max_fraction=0.9)
+    ffn = pruned.get_submodule(next(n for n, _ in pruned.named_modules() if n.endswith("intermediate.dense")))
+    assert ffn.out_features == 768  # 1536 FFN neurons per block, half removed
+
+
+def test_iterative_steps_reach_the_same_count():
+    model = ds.models.create("vgg_small")
+    x = torch.randn(1, 1, 28, 28)
+    ds.prune_(model, ds.ChannelPruning(ratio=0.5, iterative_steps=3), example_inputs=(x,))
+    assert model.features[0][0].out_channels == 4 and model.features[6][0].out_channels == 16
+    assert model(x).shape == (1, 10)
+
+
+def test_exact_channel_counts_and_round_to():
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 20, 3), nn.ReLU(), nn.Conv2d(20, 40, 3), nn.ReLU(), nn.Conv2d(40, 5, 1))
+
+    x = torch.randn(1, 3, 12, 12)
+    m = net()
+    ds.prune_(m, ds.ChannelPruning(ratio=0.5), example_inputs=x)
+    assert (m[0].out_channels, m[2].in_channels, m[2].out_channels, m[4].out_channels) == (10, 10, 20, 5)
+    m = net()
+    ds.prune_(m, ds.ChannelPruning(ratio=0.5, round_to=8), example_inputs=x)
+    assert (m[0].out_channels, m[2].out_channels, m[4].out_channels) == (8, 16, 5)
+    m = net()
+    ds.prune_(m, ds.ChannelPruning(ratio=0.5, ignored=("0",)), example_inputs=x)
+    assert (m[0].out_channels, m[2].out_channels) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    "spec,kwargs,shape",
+    [z for z in ZOO if z[0] in ("lenet5", "vgg_small", "resnet_small", "torchvision:resnet18")],
+    ids=["lenet5", "vgg_small", "resnet_small", "torchvision:resnet18"],
+)
+def test_pruned_model_round_trips_through_dsz(tmp_path, spec, kwargs, shape):
+    torch.manual_seed(0)
+    model = ds.models.create(spec, **kwargs)
+    _randomize_norms(model)
+    x = torch.randn(*shape)
+    ds.prune_(model, ds.ChannelPruning(ratio=0.5, importance="l2"), example_inputs=(x,))
+    path = tmp_path / "pruned.dsz"
+    ds.save(model, path)
+    loaded = ds.load(path)
+    assert surgery_log(loaded) == surgery_log(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_replay_refuses_bad_entries():
+    m = nn.Sequential(nn.Linear(4, 3))
+    for bad in ({"out": [2, 0]}, {"out": [0, 3]}, {"out": []}, {"out": [True]}, {"nope": [0]}):
+        with pytest.raises(ValueError):
+            replay_channel_prune(m, {"op": "channel_prune", "module": "0", **bad})
+    with pytest.raises(ds.FormatError, match="channel_prune"):
+        from deepshrink.surgery import replay_surgery
+
+        replay_surgery(nn.Sequential(nn.Linear(4, 3)), [{"op": "channel_prune", "module": "0", "out": [5]}])
+
+
+def test_bad_configs_and_missing_inputs_name_the_problem():
+    for field, value in (("ratio", 1.0), ("ratio", -0.1), ("ratio", "half"), ("importance", "l3"), ("scope", "net"),
+                         ("round_to", 0), ("iterative_steps", 0), ("ignored", "fc*")):
+        with pytest.raises(ds.ConfigError, match=field):
+            ds.ChannelPruning(**{field: value})
+    assert ds.ChannelPruning().ratio == 0.5
+    with pytest.raises(ds.ConfigError, match="example_inputs"):
+        ds.prune_(ds.models.create("lenet5"), ds.ChannelPruning())
+    cfg = ds.ChannelPruning(ratio=0.3, importance="fpgm", ignored=("fc*",), round_to=4)
+    assert ds.config_from_yaml(ds.config_to_yaml(cfg)) == cfg
+
+
+def test_channel_l1_recipe_prunes_then_finetunes_from_data_alone():
+    # No example_inputs: the recipe's data stand in (first test items), as in `deepshrink compress`.
+    data = ds.data.load("digits")
+    model = ds.models.create("resnet_small", image_size=8)
+    report = ds.run_recipe(model, data, "channel-l1", train_overrides={"epochs": 1, "progress": False})
+    assert report.stages[0]["report"]["figures"]["param_ratio"] < 0.3
+    assert surgery_log(model) and model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
