@@ -40,3 +40,7 @@ __all__ = [
     "select_targets",
     "sparsity",
 ]
+
+from .structured import ChannelPruning  # noqa: E402  (physically removes channels; see structured.py)
+
+__all__ += ["ChannelPruning"]
