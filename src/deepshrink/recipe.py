@@ -15,6 +15,10 @@ A recipe file looks like::
 
 With ``distill``, every fine-tuning stage learns from the outputs of the model
 as it was before the recipe ran (Hinton et al. 2015), as well as from the labels.
+On text data (``task == "text"``, e.g. ``text:pydoc``) there are no labels:
+fine-tuning stages always match the embeddings and token states of the model as
+it was before the recipe ran (:func:`deepshrink.distill.embedding.embedding_objective`),
+and each stage reports the validation cosine similarity to it.
 
 Each ``config`` is a registered config (see :mod:`deepshrink.config`); each
 ``finetune`` holds :class:`~deepshrink.TrainConfig` fields. Named recipes
@@ -225,6 +229,14 @@ def run_recipe(
 
         teacher = copy.deepcopy(model)  # the model as it was before compression
         objective = distillation_objective(teacher, recipe.distill.temperature, recipe.distill.alpha)
+    reference = None
+    if data.task == "text":
+        from .distill.embedding import embedding_objective
+
+        # Text data carry no labels: fine-tuning recovers a compressed embedding model by
+        # matching the model as it was before the recipe (its embeddings and token states).
+        reference = copy.deepcopy(model)
+        objective = embedding_objective(reference)
     for stage in recipe.stages:
         entry: dict[str, Any] = {"name": stage.name}
         t0 = time.perf_counter()
@@ -243,6 +255,10 @@ def run_recipe(
             entry["finetune"] = {"steps": out["steps"], "seconds": out["seconds"], "val": out["val"]}
         if data.task == "classification" and len(data.val) > 0:  # type: ignore[arg-type]
             entry["val"] = evaluate(model, data.val)
+        elif reference is not None and len(data.val) > 0:  # type: ignore[arg-type]
+            from .train.embeddings import embedding_similarity
+
+            entry["val"] = embedding_similarity(model, reference, data.val)
         entry["seconds"] = time.perf_counter() - t0
         report.stages.append(entry)
     report.seconds = time.perf_counter() - started
