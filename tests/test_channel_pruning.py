@@ -91,13 +91,35 @@ def test_every_criterion_and_scope_is_exact(importance, scope):
     _check_equivalence(model, (x,), ds.ChannelPruning(ratio=0.5, importance=importance, scope=scope))
 
 
-def test_minilm_ffn_neurons_are_removed_exactly():
+def test_minilm_heads_and_ffn_neurons_are_removed_exactly(tmp_path):
     model = ds.models.create("minilm")
     inputs = ds.models.example_inputs(model, batch_size=2)
-    # The 11.7M-parameter token embedding stays (hidden size is the output), so the drop is the FFNs'.
-    pruned = _check_equivalence(model, inputs, ds.ChannelPruning(ratio=0.5), max_fraction=0.9)
+    # The 11.7M-parameter token embedding stays (hidden size is the output), so the drop is the blocks'.
+    pruned = _check_equivalence(model, inputs, ds.ChannelPruning(ratio=0.5, head_ratio=0.5), max_fraction=0.9)
     ffn = pruned.get_submodule(next(n for n, _ in pruned.named_modules() if n.endswith("intermediate.dense")))
     assert ffn.out_features == 768  # 1536 FFN neurons per block, half removed
+    for layer in pruned.encoder.encoder.layer:
+        att = layer.attention
+        assert att.self.num_attention_heads == 6 and att.self.all_head_size == 192  # 12 heads of 32, half removed
+        assert att.self.query.out_features == att.self.key.out_features == att.self.value.out_features == 192
+        assert att.output.dense.in_features == 192
+    heads = [e for e in surgery_log(pruned) if e["op"] == "attention_heads"]
+    assert len(heads) == 6 and all(e["num_heads"] == 6 for e in heads)
+    # Saved and loaded from the base factory + surgery log: identical outputs.
+    ds.save(pruned, tmp_path / "m.dsz")
+    loaded = ds.load(tmp_path / "m.dsz")
+    assert loaded.encoder.encoder.layer[0].attention.self.num_attention_heads == 6
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), pruned(*inputs))
+
+
+def test_head_ratio_alone_keeps_ffn_and_whole_heads():
+    model = ds.models.create("minilm")
+    inputs = ds.models.example_inputs(model, batch_size=2)
+    pruned = _check_equivalence(model, inputs, ds.ChannelPruning(ratio=0.0, head_ratio=0.25), max_fraction=0.97)
+    layer = pruned.encoder.encoder.layer[0]
+    assert layer.intermediate.dense.out_features == 1536
+    assert layer.attention.self.num_attention_heads == 9 and layer.attention.self.query.out_features == 9 * 32
 
 
 def test_iterative_steps_reach_the_same_count():
@@ -155,7 +177,7 @@ def test_replay_refuses_bad_entries():
 
 
 def test_bad_configs_and_missing_inputs_name_the_problem():
-    for field, value in (("ratio", 1.0), ("ratio", -0.1), ("ratio", "half"), ("importance", "l3"), ("scope", "net"),
+    for field, value in (("ratio", 1.0), ("ratio", -0.1), ("ratio", "half"), ("importance", "l3"), ("scope", "net"), ("head_ratio", 1.0),
                          ("round_to", 0), ("iterative_steps", 0), ("ignored", "fc*")):
         with pytest.raises(ds.ConfigError, match=field):
             ds.ChannelPruning(**{field: value})

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from .latency import measure_latency
+from .latency import compare_latency, measure_latency
 from .macs import count_macs, total_macs
 from .report import LayerRow, ModelSummary, summarize
 from .stats import LayerStats, count_nonzeros, count_parameters, layer_stats
@@ -18,6 +18,7 @@ from .stats import LayerStats, count_nonzeros, count_parameters, layer_stats
 __all__ = [
     "LayerRow",
     "LayerStats",
+    "compare_latency",
     "ModelSummary",
     "count_macs",
     "count_nonzeros",

@@ -85,3 +85,41 @@ def measure_latency(
         "batch_size": int(first.shape[0]) if first is not None and first.dim() else 1,
         "device": str(device),
     }
+
+
+def compare_latency(
+    models: dict[str, nn.Module],
+    example_inputs: Any,
+    rounds: int = 7,
+    repeats: int = 10,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Time several models in alternating rounds; medians over rounds, and each model's speed-up over the first.
+
+    Alternating keeps background load from favouring one model over another: each
+    round times every model once (``repeats`` runs, median), and the figures are
+    medians over rounds. ``speedup`` is the first model's median over this one's.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> r = compare_latency({"big": nn.Linear(64, 64), "small": nn.Linear(64, 8)}, (torch.zeros(1, 64),), rounds=2, repeats=2)
+        >>> sorted(r["small"])
+        ['median_ms', 'rounds', 'speedup']
+    """
+    if not models:
+        raise ConfigError("models", models, "at least one named model", "compare_latency")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError("rounds", rounds, "an integer >= 1", "compare_latency")
+    per_round: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(rounds):
+        for name, model in models.items():
+            res = measure_latency(model, example_inputs, repeats=repeats, warmup=warmup if r == 0 else 1, threads=threads)
+            per_round[name].append(res["median_ms"])
+    first = statistics.median(per_round[next(iter(models))])
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in per_round.items():
+        med = statistics.median(values)
+        out[name] = {"median_ms": med, "rounds": values, "speedup": first / med if med > 0 else float("inf")}
+    return out

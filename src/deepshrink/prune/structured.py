@@ -20,8 +20,11 @@ Three rules on top of Torch-Pruning:
   convs, GroupNorm, bare ``nn.Parameter``, attention internals) are skipped and
   listed in the report, never half-pruned.
 
-Attention layers of Hugging Face encoders (query/key/value) and
-``nn.MultiheadAttention`` are left whole for now: their FFN neurons are pruned.
+Transformer attention layers with separate query/key/value projections (BERT,
+MiniLM, DistilBERT, q_proj-style models; see :mod:`.heads`) lose whole heads
+(``head_ratio``), recorded as channel slices plus an ``attention_heads`` entry
+with the new head count. ``nn.MultiheadAttention`` keeps its heads (its packed
+in-projection cannot be sliced by the replay); its FFN neurons are pruned.
 
 Example:
     >>> import deepshrink as ds
@@ -50,6 +53,7 @@ from ..config import Config, check_choice, check_range, check_type, register_con
 from ..dispatch import Report, prune_
 from ..errors import ConfigError
 from ..surgery import record_surgery, register_surgery
+from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, make_importance, needs_gradients
 
 SCOPES = ("layer", "global")
@@ -72,6 +76,9 @@ class ChannelPruning(Config):
         iterative_steps: prune in this many steps, re-scoring between steps.
         seed: seed of the ``"random"`` criterion.
         batches: training batches used for ``"taylor"`` gradients when ``data=`` is given.
+        head_ratio: fraction of the attention heads of each transformer attention layer to
+            remove (whole heads: their query, key and value rows and the output projection's
+            columns); None uses ``ratio``.
 
     Example:
         >>> ChannelPruning(ratio=0.3, importance="fpgm").scope
@@ -90,9 +97,12 @@ class ChannelPruning(Config):
     iterative_steps: int = 1
     seed: int = 0
     batches: int = 4
+    head_ratio: float | None = None
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
+        if self.head_ratio is not None:
+            check_range(self, "head_ratio", 0, 1, hi_open=True)
         check_choice(self, "importance", IMPORTANCES)
         check_choice(self, "scope", SCOPES)
         if self.round_to is not None:
@@ -281,8 +291,8 @@ def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
     for name, m in model.named_modules():
         if cfg.ignored and any(fnmatch.fnmatchcase(name, p) for p in cfg.ignored):
             fixed.extend(m.modules())
-        # Attention internals: a head's reshape reads attributes that slicing alone does not update.
-        if isinstance(m, nn.MultiheadAttention) or (hasattr(m, "num_attention_heads") and hasattr(m, "attention_head_size")):
+        # nn.MultiheadAttention packs q, k, v into one parameter that the replay cannot slice by head.
+        if isinstance(m, nn.MultiheadAttention):
             fixed.extend(m.modules())
     return fixed
 
@@ -344,6 +354,13 @@ def channel_prune(
     shadow = copy.deepcopy(model).to("meta")
     was_training = model.training
     model.eval()  # tracing and scoring must not move batch-norm statistics
+    fixed = _fixed_layers(model, config)
+    fixed_ids = {id(m) for m in fixed}
+    # Transformer attention: whole heads go (query, key and value rows of a head and the
+    # output projection's matching columns), never single dimensions inside a head.
+    attention = [a for a in find_attention(model) if id(a.module) not in fixed_ids]
+    head_ratio = config.ratio if config.head_ratio is None else config.head_ratio
+    num_heads = {proj: a.num_heads for a in attention for proj in a.projections}
     pruner = tp.pruner.MetaPruner(
         model,
         inputs,
@@ -351,8 +368,15 @@ def channel_prune(
         global_pruning=config.scope == "global",
         pruning_ratio=config.ratio,
         iterative_steps=config.iterative_steps,
-        ignored_layers=_fixed_layers(model, config),
+        ignored_layers=fixed,
         round_to=config.round_to,
+        # Each attention layer is a scope of its own: Torch-Pruning removes heads only inside a
+        # scope that prunes something, and with prune_head_dims=False no single dimension goes.
+        pruning_ratio_dict={a.projections: head_ratio for a in attention} if head_ratio > 0 else None,
+        num_heads=num_heads,
+        prune_num_heads=bool(num_heads) and head_ratio > 0,
+        prune_head_dims=False,
+        head_pruning_ratio=head_ratio,
     )
     for m in _output_layers(pruner.DG, names):
         pruner.ignored_layers.extend(m.modules())
@@ -402,6 +426,15 @@ def channel_prune(
         record_surgery(model, entries[name])
         report.changed.append(name)
         report.per_layer[name] = {axis: len(entries[name][axis]) for axis in ("out", "in", "features") if axis in entries[name]}
+    for a in attention:
+        heads = a.projections[0].out_features // a.head_dim
+        if heads != a.num_heads:
+            entry = {"op": "attention_heads", "module": a.name, "num_heads": heads}
+            set_head_count(a.module, heads)
+            replay_attention_heads(shadow, entry)
+            record_surgery(model, entry)
+            report.changed.append(a.name)
+            report.per_layer.setdefault(a.name, {})["heads"] = heads
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in shadow.state_dict().items()}
     if want != got:
