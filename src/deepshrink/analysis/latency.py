@@ -97,8 +97,9 @@ def compare_latency(
 ) -> dict[str, dict[str, Any]]:
     """Time several models in alternating rounds; medians over rounds, and each model's speed-up over the first.
 
-    Alternating keeps background load from favouring one model over another: each
-    round times every model once (``repeats`` runs, median), and the figures are
+    Alternating keeps background load from favouring one model over another: every
+    model is warmed up first, then each round times every model once (``repeats``
+    runs, median) in an order rotated from round to round, and the figures are
     medians over rounds. ``speedup`` is the first model's median over this one's.
 
     Example:
@@ -113,9 +114,13 @@ def compare_latency(
     if not isinstance(rounds, int) or rounds < 1:
         raise ConfigError("rounds", rounds, "an integer >= 1", "compare_latency")
     per_round: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for name in names:  # warm every model (allocator, kernel caches) before any timed round
+        measure_latency(models[name], example_inputs, repeats=1, warmup=warmup, threads=threads)
     for r in range(rounds):
-        for name, model in models.items():
-            res = measure_latency(model, example_inputs, repeats=repeats, warmup=warmup if r == 0 else 1, threads=threads)
+        # Rotate the order each round so that no model always runs right after the same one.
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            res = measure_latency(models[name], example_inputs, repeats=repeats, warmup=1, threads=threads)
             per_round[name].append(res["median_ms"])
     first = statistics.median(per_round[next(iter(models))])
     out: dict[str, dict[str, Any]] = {}

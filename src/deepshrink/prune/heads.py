@@ -90,7 +90,7 @@ def set_head_count(module: nn.Module, num_heads: int) -> None:
     Example:
         >>> class A(nn.Module):
         ...     def __init__(self):
-        ...         super().__init__(); self.query = self.key = self.value = nn.Linear(8, 8)
+        ...         super().__init__(); self.query = self.key = self.value = nn.Linear(8, 4)  # sliced from 8 to 4
         ...         self.num_attention_heads, self.attention_head_size, self.all_head_size = 2, 4, 8
         >>> a = A(); set_head_count(a, 1); (a.num_attention_heads, a.all_head_size)
         (1, 4)

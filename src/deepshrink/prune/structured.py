@@ -53,6 +53,7 @@ from ..config import Config, check_choice, check_range, check_type, register_con
 from ..dispatch import Report, prune_
 from ..errors import ConfigError
 from ..surgery import record_surgery, register_surgery
+from .cost import measure_cost, warn_step
 from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, make_importance, needs_gradients
 
@@ -76,6 +77,8 @@ class ChannelPruning(Config):
         iterative_steps: prune in this many steps, re-scoring between steps.
         seed: seed of the ``"random"`` criterion.
         batches: training batches used for ``"taylor"`` gradients when ``data=`` is given.
+        measure_latency: time the model on the example inputs before and after every step
+            (CPU latency and MACs in the report; a warning when a step saves MACs but not time).
         head_ratio: fraction of the attention heads of each transformer attention layer to
             remove (whole heads: their query, key and value rows and the output projection's
             columns); None uses ``ratio``.
@@ -98,6 +101,7 @@ class ChannelPruning(Config):
     seed: int = 0
     batches: int = 4
     head_ratio: float | None = None
+    measure_latency: bool = True
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
@@ -113,6 +117,7 @@ class ChannelPruning(Config):
         check_range(self, "iterative_steps", 1, None, integer=True)
         check_range(self, "seed", 0, 2**63 - 1, integer=True)
         check_range(self, "batches", 1, None, integer=True)
+        check_type(self, "measure_latency", bool, "true or false")
 
 
 # --------------------------------------------------------------------------- which layers, which axis
@@ -383,9 +388,13 @@ def channel_prune(
         report.skipped[names[m]] = "produces a model output (output shape is kept)"
 
     kept: dict[tuple[str, str], list[int]] = {}
+    costs = [measure_cost(model, inputs)] if config.measure_latency else []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         for _step in range(config.iterative_steps):
+            if costs and _step > 0:
+                costs.append(measure_cost(model, inputs))
+                warn_step(costs[-2], costs[-1], _step)
             if needs_gradients(config.importance):
                 _taylor_gradients(model, inputs, data, config.batches)
             for group in pruner.step(interactive=True):
@@ -414,6 +423,14 @@ def channel_prune(
                     kept[(name, axis)] = [k for i, k in enumerate(current) if i not in removed]
                 group.prune()
     model.zero_grad(set_to_none=True)
+    if costs:
+        costs.append(measure_cost(model, inputs))
+        text = warn_step(costs[-2], costs[-1], config.iterative_steps)
+        if text:
+            report.figures["warning"] = text
+        report.figures.update(macs_before=costs[0]["macs"], macs_after=costs[-1]["macs"],
+                              latency_ms_before=costs[0]["latency_ms"], latency_ms_after=costs[-1]["latency_ms"],
+                              speedup=costs[0]["latency_ms"] / max(costs[-1]["latency_ms"], 1e-9), steps=costs)
     model.train(was_training)
 
     entries: dict[str, dict[str, Any]] = {}

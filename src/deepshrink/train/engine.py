@@ -28,6 +28,7 @@ from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .config import FINETUNE_DEFAULTS, TrainConfig
 from .distributed import DistContext, barrier, setup_distributed, teardown_distributed
 from .progress import ProgressDisplay
+from ..surgery import replay_surgery, surgery_log
 
 # objective(model, batch, state) -> per-sample losses (shape [n]) or their mean (a scalar)
 Objective = Callable[[nn.Module, Any, TrainState], torch.Tensor]
@@ -70,6 +71,20 @@ def classification_objective(label_smoothing: float = 0.0) -> Objective:
         return F.cross_entropy(model(x), y, reduction="none", label_smoothing=label_smoothing)
 
     return objective
+
+
+def _replay_checkpoint_surgery(model: nn.Module, log: list[dict[str, Any]]) -> None:
+    """Bring a fresh model to the architecture of the checkpointed one (channels pruned during training...).
+
+    The checkpoint's surgery log must extend the model's own; the missing entries are replayed.
+    """
+    current = surgery_log(model)
+    if not log or log == current:
+        return
+    if log[: len(current)] != current:
+        raise ConfigError("resume", "a model whose structural changes differ from the checkpoint's",
+                          "the same base model the checkpointed run started from")
+    replay_surgery(model, log[len(current):])
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -177,6 +192,7 @@ def _run(
         # A fresh model resuming a pruned run needs the mask slots before its optimizer is
         # built, so that parameters (and so optimizer state) line up with the checkpoint.
         restore_masks(model, ck["model"])
+        _replay_checkpoint_surgery(model, ck.get("surgery", []))
     optimizer = _make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(cfg, s, total_steps, steps_per_epoch)
@@ -217,6 +233,7 @@ def _run(
                 "epoch": state.epoch,
                 "batch": batch_in_epoch,
                 "history": history,
+                "surgery": surgery_log(model),
             })
         barrier(ctx)
 

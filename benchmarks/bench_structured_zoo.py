@@ -1,0 +1,103 @@
+"""Structured pruning over every torchvision classifier: zeroed channels vs removed channels.
+
+For each model of ``torchvision.models.list_models(module=torchvision.models)``
+(random init, 10 classes, batch-norm statistics randomised): prune 50% of the
+channels by L1 with deepshrink's ChannelPruning, zero the same channels in the
+original, and compare outputs (``deepshrink.prune.verify.removal_equivalence``).
+Writes ``benchmarks/results/structured/zoo.json`` and the table of section
+``structured-zoo`` in BENCHMARKS.md (the README links to it).
+
+Run: .venv/bin/python benchmarks/bench_structured_zoo.py [NAME ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+import torch
+import torchvision
+
+import deepshrink as ds
+from deepshrink.prune.verify import removal_equivalence
+
+from _report import ROOT, machine, write_section
+
+OUT = ROOT / "benchmarks" / "results" / "structured" / "zoo.json"
+# Models whose architecture fixes the input size, or needs a larger one than the default.
+INPUT_SIZE = {"vit": 224, "swin": 224, "maxvit": 224, "inception_v3": 96, "googlenet": 64}
+TOLERANCE = 1e-4  # relative to the largest output magnitude
+
+
+def input_size(name: str) -> int:
+    for prefix, size in INPUT_SIZE.items():
+        if name.startswith(prefix):
+            return size
+    return 64
+
+
+def randomize_norms(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+
+
+def check(name: str) -> dict:
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    kwargs = {"num_classes": 10}
+    if name in ("googlenet", "inception_v3"):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    model = ds.models.create(f"torchvision:{name}", **kwargs)
+    randomize_norms(model)
+    size = input_size(name)
+    x = torch.randn(2, 3, size, size)
+    row: dict = {"model": name, "input": size, "params": sum(p.numel() for p in model.parameters())}
+    try:
+        res = removal_equivalence(model, ds.ChannelPruning(ratio=0.5, importance="l1"), (x,))
+        row.update(ok=res["max_rel_diff"] < TOLERANCE, max_rel_diff=res["max_rel_diff"], param_fraction=res["param_fraction"],
+                   skipped=sorted(set(res["report"].skipped.values())))
+        if not row["ok"]:
+            row["why"] = f"outputs differ (relative {res['max_rel_diff']:.2e})"
+    except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
+        row.update(ok=False, why=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", trace=traceback.format_exc()[-2000:])
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def main(names: list[str]) -> None:
+    names = names or sorted(torchvision.models.list_models(module=torchvision.models))
+    rows = []
+    for name in names:
+        row = check(name)
+        rows.append(row)
+        print(f"{name:<24} ok={row['ok']} {row.get('param_fraction', 0):.2f} {row['seconds']:.1f}s {row.get('why', '')}", flush=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    ok = [r for r in rows if r["ok"]]
+    bad = [r for r in rows if not r["ok"]]
+    lines = [
+        "## Structured pruning over the torchvision zoo (`benchmarks/bench_structured_zoo.py`)",
+        "",
+        f"Measured {machine()}. Every classifier of torchvision {torchvision.__version__.split('+')[0]} (random init, 10 classes),",
+        "50% of channels by L1; the pruned model's outputs must equal the original's with the same channels zeroed",
+        f"(relative tolerance {TOLERANCE}). {len(ok)} of {len(rows)} pass.",
+        "",
+        "| model | params kept | note |",
+        "|---|---:|---|",
+    ]
+    for r in rows:
+        note = r.get("why", "") if not r["ok"] else "; ".join(r.get("skipped", []))[:160]
+        kept = f"{r['param_fraction']:.2f}" if "param_fraction" in r else "-"
+        lines.append(f"| {r['model']} {'ok' if r['ok'] else 'FAIL'} | {kept} | {note} |")
+    write_section("structured-zoo", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
