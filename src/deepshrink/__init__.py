@@ -88,3 +88,47 @@ __all__ += ["KMeansSharing", "fold_sharing", "kmeans1d", "quantize"]
 from .prune.structured import ChannelPruning  # noqa: E402
 
 __all__ += ["ChannelPruning"]
+
+# --- distillation (distill/) ---
+# The function deepshrink.distill takes the place of the subpackage's name on the package;
+# the subpackage stays importable as deepshrink.distill.* (e.g. from deepshrink.distill import kd_loss).
+from .distill import KD, distill  # noqa: E402
+
+__all__ += ["KD", "distill"]
+
+# --- sparse training, lottery tickets and sparse inference (prune/sparse_training.py, prune/lottery.py, sparse/) ---
+from .prune.sparse_training import SET, RigL, SparseMomentum, SparseTrainingConfig  # noqa: E402
+
+from . import sparse  # noqa: E402
+from .prune.lottery import LotteryConfig, RewindPoint, rewind_, run_lottery  # noqa: E402
+from .sparse import to_sparse_  # noqa: E402
+
+__all__ += ["LotteryConfig", "RewindPoint", "SET", "RigL", "SparseMomentum", "SparseTrainingConfig", "rewind_", "run_lottery",
+            "sparse", "to_sparse_"]
+
+# --- channel criteria and network slimming (prune/importance.py, prune/scop.py, prune/slimming.py) ---
+from .prune.slimming import NetworkSlimming, SlimmingPenalty  # noqa: E402
+
+__all__ += ["NetworkSlimming", "SlimmingPenalty"]
+
+# --- product quantization (quantize/pq.py, codec/pq_codec.py) ---
+from .quantize import BatchNormStats, ProductQuantization, fold_pq  # noqa: E402
+
+__all__ += ["BatchNormStats", "ProductQuantization", "fold_pq"]
+
+# --- int8, QAT, binary and ternary quantization (quantize/int8.py, qat.py, binary.py) ---
+from .quantize import QAT, BinaryWeights, Convert, Int8, TernaryWeights  # noqa: E402
+
+__all__ += ["BinaryWeights", "Convert", "Int8", "QAT", "TernaryWeights"]
+
+# --- early exits (dynamic/) ---
+from . import dynamic  # noqa: E402
+from .dynamic import EarlyExits, calibrate_exits, exit_report, train_exits  # noqa: E402
+
+__all__ += ["EarlyExits", "calibrate_exits", "dynamic", "exit_report", "train_exits"]
+
+# --- low rank and compact filters (factorize/) ---
+from . import factorize  # noqa: E402
+from .factorize import CP, SVD, DepthwiseSeparable, Fire, Separable, Tucker  # noqa: E402
+
+__all__ += ["CP", "DepthwiseSeparable", "Fire", "SVD", "Separable", "Tucker", "factorize"]

@@ -72,6 +72,7 @@ def _one_line(exc: BaseException) -> str:
 def _register_commands() -> None:
     # Commands live in small modules of their own; importing them attaches them to `app`.
     from .commands import analyze, compress, demo, eval as eval_cmd, files, train  # noqa: F401
+    from .commands import lottery  # noqa: F401  (lottery tickets, prune/lottery.py)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from . import ans, huffman, streams
 from .api import SaveReport, decompress, effective_state_dict, inspect, load, save
 from .export import export_onnx, export_safetensors
 from .tensor_codecs import Encoded, TensorCodec, register_codec, register_module_hook
+from . import int_codecs  # noqa: E402,F401 - registers the ``packed`` codec (low-bit integer codes)
 
 __all__ = [
     "Encoded",
@@ -40,3 +41,8 @@ __all__ = [
     "save",
     "streams",
 ]
+
+# --- product-quantized tensors (pq_codec.py): registering the codec is what importing it does ---
+from . import pq_codec  # noqa: E402
+
+__all__ += ["pq_codec"]

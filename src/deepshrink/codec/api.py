@@ -213,7 +213,7 @@ def decompress(path: str | os.PathLike[str], *, max_bytes: int = container.DEFAU
     return container.decode_all(buf, container.parse(buf, max_bytes=max_bytes))
 
 
-def load(path: str | os.PathLike[str], *, model: nn.Module | None = None) -> nn.Module:
+def load(path: str | os.PathLike[str], *, model: nn.Module | None = None, sparse: bool = False) -> nn.Module:
     """Rebuild the model stored in a .dsz file, in eval mode; no code from the file is executed.
 
     The architecture comes from the allow-listed factory spec in the header
@@ -221,6 +221,8 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None) -> nn.
     factory needs ``model=skeleton``: an instance of the base architecture, onto
     which the surgery log is replayed (unless it already carries that log).
     Key, shape and dtype mismatches raise FormatError before any blob is decoded.
+    ``sparse=True`` swaps in sparse CPU layers (:func:`deepshrink.sparse.load_sparse_`): those
+    that ``to_sparse_`` recorded before saving, or else those that measure faster here.
 
     Example:
         >>> import os, tempfile
@@ -247,6 +249,10 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None) -> nn.
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # whatever the checks above did not foresee is still a mismatched file
         raise FormatError(f"{path} does not load into the model: {exc}") from None
+    if sparse:
+        from ..sparse import load_sparse_
+
+        load_sparse_(model)
     return model.eval()
 
 

@@ -22,6 +22,7 @@ from ..errors import SpecError
 from ..surgery import set_model_spec
 from .inputs import example_inputs
 from .lenet import LeNet5, LeNet300
+from .mlp import MLP
 from .small import SmallCNN, SmallResNet, SmallVGG
 from .weights import load_weights, read_state_dict
 
@@ -31,6 +32,7 @@ BUILTIN: dict[str, Callable[..., nn.Module]] = {
     "cnn_small": SmallCNN,
     "vgg_small": SmallVGG,
     "resnet_small": SmallResNet,
+    "mlp": MLP,
 }
 
 __all__ = ["BUILTIN", "accepted_specs", "create", "example_inputs", "load_weights", "read_state_dict"]

@@ -44,3 +44,42 @@ __all__ = [
 from .structured import ChannelPruning  # noqa: E402  (physically removes channels; see structured.py)
 
 __all__ += ["ChannelPruning"]
+
+# --- sparse training and lottery tickets (prune/sparse_training.py, prune/lottery.py) ---
+from .masks import set_mask  # noqa: E402
+from .sparse_training import SET, RigL, SparseMomentum, SparseTrainingConfig  # noqa: E402
+
+from .lottery import LotteryConfig, RewindPoint, prune_round, rewind_, run_lottery, weights_of  # noqa: E402
+
+__all__ += ["LotteryConfig", "RewindPoint", "SET", "RigL", "SparseMomentum", "SparseTrainingConfig", "prune_round", "rewind_",
+            "run_lottery", "set_mask", "weights_of"]
+
+# --- channel importance criteria, SCOP and network slimming (prune/importance.py, activation_importance.py, scop.py, slimming.py) ---
+from .activation_importance import APoZImportance, MeanActivationImportance  # noqa: E402
+from .importance import (  # noqa: E402
+    BNScaleImportance,
+    FPGMImportance,
+    L1Importance,
+    L2Importance,
+    RandomImportance,
+    TaylorImportance,
+    build_importance,
+)
+from .scop import Knockoffs, SCOPImportance  # noqa: E402
+from .slimming import NetworkSlimming, SlimmingPenalty  # noqa: E402
+
+__all__ += [
+    "APoZImportance",
+    "BNScaleImportance",
+    "FPGMImportance",
+    "Knockoffs",
+    "L1Importance",
+    "L2Importance",
+    "MeanActivationImportance",
+    "NetworkSlimming",
+    "RandomImportance",
+    "SCOPImportance",
+    "SlimmingPenalty",
+    "TaylorImportance",
+    "build_importance",
+]

@@ -1,57 +1,209 @@
-"""Channel importance criteria for structured pruning, as Torch-Pruning importance objects.
+"""Channel importance criteria for structured pruning, as classes that score a coupled group.
 
 Each criterion scores every channel of a coupled group (a conv's filters plus
 the batch-norm scales and next-layer inputs tied to them); the lowest scores
-are removed. We reuse Torch-Pruning's implementations rather than writing
-our own, so the scores follow the published definitions:
+are removed. The weight-based criteria reuse Torch-Pruning's implementations,
+so the scores follow the published definitions:
 
-- ``"l1"`` / ``"l2"``: filter norm (Li et al. 2017), ``MagnitudeImportance(p=1|2)``.
-- ``"fpgm"``: distance to the geometric median (He et al. 2019).
-- ``"taylor"``: first-order Taylor expansion of the loss (Molchanov et al. 2019);
-  needs gradients, see :func:`needs_gradients`.
-- ``"bn_scale"``: batch-norm scaling factor (network slimming, Liu et al. 2017).
+- ``"l1"`` / ``"l2"``: filter norm (Li et al. 2017), :class:`L1Importance` / :class:`L2Importance`.
+- ``"fpgm"``: distance to the geometric median (He et al. 2019), :class:`FPGMImportance`.
+- ``"bn_scale"``: batch-norm scaling factor (network slimming, Liu et al. 2017),
+  :class:`BNScaleImportance`; train with :class:`~deepshrink.prune.slimming.SlimmingPenalty` first.
+- ``"taylor"``: first-order Taylor expansion of the loss (Molchanov et al. 2019),
+  :class:`TaylorImportance`; gradients of the cross-entropy on training batches.
+- ``"mean_activation"`` / ``"apoz"``: activation statistics measured on data
+  (Molchanov et al. 2017; Hu et al. 2016), see :mod:`.activation_importance`.
+- ``"scop"``: scientific-control pruning with knockoff features (Tang et al. 2020), see :mod:`.scop`.
 - ``"random"``: a control; seeded by the caller.
 
+:func:`build_importance` is the one entry point: it runs whatever data pass a
+criterion needs (gradients, activation statistics, SCOP's factor training)
+*before* pruning and returns a Torch-Pruning importance object. Data-driven
+scores refer to the channels as they are when it runs: build it again after
+channels have been removed.
+
 Example:
-    >>> imp = make_importance("l1")
-    >>> type(imp).__name__, needs_gradients("taylor"), needs_gradients("l1")
-    ('MagnitudeImportance', True, False)
+    >>> import deepshrink as ds
+    >>> model = ds.models.create("lenet5")
+    >>> imp = build_importance(ds.ChannelPruning(importance="l1"), model, ds.models.example_inputs(model), None)
+    >>> type(imp).__name__, needs_data("apoz"), needs_data("l1")
+    ('L1Importance', True, False)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import torch
 import torch_pruning as tp
+from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .activation_importance import APoZImportance, MeanActivationImportance, calibration_inputs, labelled_batches
 
-_FACTORIES: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l1": lambda: tp.importance.MagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.MagnitudeImportance(p=2),
-    "fpgm": lambda: tp.importance.FPGMImportance(p=2),
-    "taylor": lambda: tp.importance.TaylorImportance(),
-    "bn_scale": lambda: tp.importance.BNScaleImportance(),
-    "random": lambda: tp.importance.RandomImportance(),
+if TYPE_CHECKING:
+    from ..data.bundle import DataBundle
+
+
+class L1Importance(tp.importance.GroupMagnitudeImportance):
+    """L1 norm of each filter, summed over the coupled group (Li et al. 2017).
+
+    Example:
+        >>> L1Importance().p
+        1
+    """
+
+    def __init__(self) -> None:
+        super().__init__(p=1)
+
+
+class L2Importance(tp.importance.GroupMagnitudeImportance):
+    """L2 (squared) norm of each filter over the coupled group.
+
+    Example:
+        >>> L2Importance().p
+        2
+    """
+
+    def __init__(self) -> None:
+        super().__init__(p=2)
+
+
+class FPGMImportance(tp.importance.FPGMImportance):
+    """Filter pruning via the geometric median (He et al. 2019): filters close to the others are redundant.
+
+    Example:
+        >>> FPGMImportance().p
+        2
+    """
+
+    def __init__(self) -> None:
+        super().__init__(p=2)
+
+
+class BNScaleImportance(tp.importance.BNScaleImportance):
+    """|gamma| of the batch norm after each channel (network slimming, Liu et al. 2017).
+
+    Groups without a batch norm have no score and are left whole.
+
+    Example:
+        >>> BNScaleImportance().p
+        1
+    """
+
+
+class TaylorImportance(tp.importance.GroupTaylorImportance):
+    """First-order Taylor estimate |w * dL/dw| per filter (Molchanov et al. 2019); reads ``param.grad``.
+
+    :func:`build_importance` fills the gradients (:func:`taylor_gradients`) before returning it.
+
+    Example:
+        >>> TaylorImportance().multivariable
+        False
+    """
+
+
+class RandomImportance(tp.importance.RandomImportance):
+    """Uniform random scores: the control every criterion must beat. Uses torch's global generator.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> isinstance(RandomImportance(), tp.importance.Importance)
+        True
+    """
+
+
+def _scop(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
+    from .scop import SCOPImportance
+
+    return SCOPImportance.learn(model, data, config, inputs=inputs)
+
+
+def _batch_size(config: Any) -> int:
+    return int(getattr(config, "batch_size", 32))
+
+
+def _activation(cls: type[MeanActivationImportance] | type[APoZImportance]) -> Callable[..., tp.importance.Importance]:
+    def build(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
+        return cls.measure(model, inputs, calibration_inputs(model, inputs, data, _batch_size(config), config.batches))
+
+    return build
+
+
+def _taylor(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
+    taylor_gradients(model, inputs, data, config.batches, _batch_size(config))
+    return TaylorImportance()
+
+
+# name -> builder(config, model, inputs, data). Weight-only criteria ignore the data.
+_BUILDERS: dict[str, Callable[[Any, nn.Module, tuple[Any, ...], Any], tp.importance.Importance]] = {
+    "l1": lambda *_: L1Importance(),
+    "l2": lambda *_: L2Importance(),
+    "fpgm": lambda *_: FPGMImportance(),
+    "taylor": _taylor,
+    "bn_scale": lambda *_: BNScaleImportance(),
+    "random": lambda *_: RandomImportance(),
+    "mean_activation": _activation(MeanActivationImportance),
+    "apoz": _activation(APoZImportance),
+    "scop": _scop,
 }
 
-IMPORTANCES: tuple[str, ...] = tuple(_FACTORIES)
+IMPORTANCES: tuple[str, ...] = tuple(_BUILDERS)
 
 # Criteria whose scores read ``param.grad``: the caller runs a backward pass first.
 _GRADIENT_BASED = frozenset({"taylor"})
+# Criteria measured on data (training batches; the example inputs stand in where labels are not needed).
+_DATA_BASED = frozenset({"taylor", "mean_activation", "apoz", "scop"})
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise ConfigError("importance", name, "one of " + ", ".join(repr(n) for n in IMPORTANCES), "ChannelPruning")
+
+
+def build_importance(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: DataBundle | None = None) -> tp.importance.Importance:
+    """The importance object for ``config.importance``, after any data pass it needs.
+
+    ``config`` is a :class:`~deepshrink.ChannelPruning`; ``inputs`` the example
+    inputs (a tuple for ``model(*inputs)``); ``data`` a DataBundle or None.
+    Taylor fills ``param.grad`` (the caller clears it after pruning); the
+    activation criteria measure ``config.batches`` training batches (the example
+    inputs without data); SCOP learns its control factors on the training split
+    and raises ConfigError without classification data. The model's train/eval
+    mode is left as it was. Call it again after channels were removed.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("lenet5")
+        >>> x = ds.models.example_inputs(m, batch_size=4)
+        >>> imp = build_importance(ds.ChannelPruning(importance="apoz"), m, x, None)
+        >>> len(imp.scores[m.conv1])
+        20
+    """
+    _check_name(config.importance)
+    was_training = model.training
+    model.eval()  # measurements must not move batch-norm statistics
+    try:
+        return _BUILDERS[config.importance](config, model, tuple(inputs), data)
+    finally:
+        model.train(was_training)
 
 
 def make_importance(name: str) -> tp.importance.Importance:
-    """A fresh Torch-Pruning importance object for criterion ``name``.
+    """A fresh importance object for a criterion that needs no data pass (see :func:`build_importance`).
 
     Example:
         >>> type(make_importance("fpgm")).__name__
         'FPGMImportance'
     """
-    factory = _FACTORIES.get(name)
-    if factory is None:
-        raise ConfigError("importance", name, "one of " + ", ".join(repr(n) for n in IMPORTANCES), "ChannelPruning")
-    return factory()
+    _check_name(name)
+    if name == "taylor":
+        return TaylorImportance()  # the caller fills param.grad (see taylor_gradients)
+    if name in _DATA_BASED:
+        raise ConfigError("importance", name, "a criterion without a data pass here; use build_importance() for " + repr(name), "ChannelPruning")
+    return _BUILDERS[name](None, nn.Module(), (), None)
 
 
 def needs_gradients(name: str) -> bool:
@@ -62,3 +214,56 @@ def needs_gradients(name: str) -> bool:
         True
     """
     return name in _GRADIENT_BASED
+
+
+def needs_data(name: str) -> bool:
+    """Whether criterion ``name`` is measured on data (training batches) rather than read from the weights.
+
+    Example:
+        >>> needs_data("scop"), needs_data("fpgm")
+        (True, False)
+    """
+    return name in _DATA_BASED
+
+
+def taylor_gradients(model: nn.Module, inputs: tuple[Any, ...], data: Any, batches: int, batch_size: int = 32) -> None:
+    """Fill ``param.grad`` for the Taylor criterion: cross-entropy summed over ``batches`` training batches.
+
+    Without classification data, the gradient of the outputs' mean energy on
+    the example inputs stands in (a label-free proxy for the first-order change
+    of the output).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> m = nn.Linear(3, 2)
+        >>> taylor_gradients(m, (torch.ones(1, 3),), None, 1)
+        >>> m.weight.grad is not None
+        True
+    """
+    model.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    with torch.enable_grad():
+        if data is not None and getattr(data, "task", None) == "classification":
+            for x, y in labelled_batches(data, batch_size, batches, device=device):
+                nn.functional.cross_entropy(model(x), y).backward()
+        else:
+            out = model(*inputs)
+            out = out if isinstance(out, Tensor) else out[0]
+            out.float().pow(2).mean().backward()
+
+
+__all__ = [
+    "BNScaleImportance",
+    "FPGMImportance",
+    "IMPORTANCES",
+    "L1Importance",
+    "L2Importance",
+    "RandomImportance",
+    "TaylorImportance",
+    "build_importance",
+    "make_importance",
+    "needs_data",
+    "needs_gradients",
+    "taylor_gradients",
+]

@@ -176,3 +176,34 @@ def restore_masks(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> int:
         )
         added += 1
     return added
+
+
+def set_mask(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """Set the mask of ``module.<name>`` to exactly ``keep``: entries may come back (sparse training).
+
+    Unlike :func:`apply_mask` (pruning: masks only shrink), this is for methods
+    that move connections around (sparse momentum, SET, RigL). Entries that
+    come back start from exactly zero; entries that go are zeroed in the
+    stored original too, so no stale value survives in either direction.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = nn.Linear(2, 1)
+        >>> set_mask(layer, "weight", torch.tensor([[True, False]]))
+        >>> set_mask(layer, "weight", torch.tensor([[False, True]]))
+        >>> get_mask(layer).tolist(), layer.weight[0, 1].item()
+        ([[False, True]], 0.0)
+    """
+    current = getattr(module, name)
+    if keep.shape != current.shape:
+        raise ValueError(f"mask shape {tuple(keep.shape)} does not match {name} shape {tuple(current.shape)}")
+    keep = keep.to(device=current.device, dtype=torch.bool)
+    existing = get_mask(module, name)
+    if existing is None:
+        apply_mask(module, name, keep)
+        return
+    with torch.no_grad():
+        original = module.parametrizations[name].original  # type: ignore[union-attr,index]
+        original.masked_fill_(keep != existing, 0.0)  # grown entries start at zero; dropped ones leave no value
+        existing.copy_(keep)

@@ -55,7 +55,7 @@ from ..errors import ConfigError
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
 from .heads import find_attention, replay_attention_heads, set_head_count
-from .importance import IMPORTANCES, make_importance, needs_gradients
+from .importance import IMPORTANCES, build_importance
 
 SCOPES = ("layer", "global")
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
@@ -68,15 +68,20 @@ class ChannelPruning(Config):
 
     Fields:
         ratio: fraction of each group's channels to remove, in [0, 1).
-        importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"taylor"`` (uses ``data=``
-            batches if given, else the example inputs), ``"bn_scale"`` or ``"random"``.
+        importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``, ``"random"``, or a criterion
+            measured on data (``data=`` training batches, else the example inputs):
+            ``"taylor"``, ``"mean_activation"``, ``"apoz"``, ``"scop"`` (see :mod:`.importance`).
         scope: ``"layer"`` (each group loses ``ratio`` of its channels) or
             ``"global"`` (one ranking over all groups; the total loses ``ratio``).
         round_to: keep channel counts a multiple of this (rounded down), or None.
         ignored: module-name patterns (fnmatch) whose output channels are kept.
         iterative_steps: prune in this many steps, re-scoring between steps.
         seed: seed of the ``"random"`` criterion.
-        batches: training batches used for ``"taylor"`` gradients when ``data=`` is given.
+        batches: training batches measured by the data-driven criteria when ``data=`` is given.
+        reconstruct: after pruning, refit by least squares every Linear that lost inputs so that
+            its output on ``data`` (``reconstruct_batches`` training batches of 32) matches the
+            unpruned model's (see :mod:`.reconstruct`); needs ``data=``.
+        reconstruct_batches: batches used by ``reconstruct``.
         measure_latency: time the model on the example inputs before and after every step
             (CPU latency and MACs in the report; a warning when a step saves MACs but not time).
         head_ratio: fraction of the attention heads of each transformer attention layer to
@@ -102,6 +107,8 @@ class ChannelPruning(Config):
     batches: int = 4
     head_ratio: float | None = None
     measure_latency: bool = True
+    reconstruct: bool = False
+    reconstruct_batches: int = 8
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
@@ -118,6 +125,8 @@ class ChannelPruning(Config):
         check_range(self, "seed", 0, 2**63 - 1, integer=True)
         check_range(self, "batches", 1, None, integer=True)
         check_type(self, "measure_latency", bool, "true or false")
+        check_type(self, "reconstruct", bool, "true or false")
+        check_range(self, "reconstruct_batches", 1, None, integer=True)
 
 
 # --------------------------------------------------------------------------- which layers, which axis
@@ -302,25 +311,6 @@ def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
     return fixed
 
 
-def _taylor_gradients(model: nn.Module, inputs: tuple[Any, ...], data: Any, batches: int) -> None:
-    """Fill ``param.grad`` for the Taylor criterion: cross-entropy on training batches, else output energy."""
-    model.zero_grad(set_to_none=True)
-    with torch.enable_grad():
-        if data is not None and getattr(data, "task", None) == "classification":
-            loader = torch.utils.data.DataLoader(data.train, batch_size=32, shuffle=False)
-            device = next(model.parameters()).device
-            for i, (x, y) in enumerate(loader):
-                if i >= batches:
-                    break
-                loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-                loss.backward()
-        else:
-            # Without labels: the first-order change of the outputs' energy, a label-free proxy.
-            out = model(*inputs)
-            out = out if isinstance(out, Tensor) else out[0]
-            out.float().pow(2).mean().backward()
-
-
 def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -352,6 +342,9 @@ def channel_prune(
         raise ConfigError(
             "model", "a model with masks or codebooks", "a plain model: fold masks first (deepshrink.fold_masks)", "ChannelPruning"
         )
+    if config.reconstruct and data is None:
+        raise ConfigError("reconstruct", True, "data to refit on: prune_(model, cfg, data=bundle), or reconstruct=False", "ChannelPruning")
+    original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
     names = {m: n for n, m in model.named_modules()}
@@ -369,7 +362,7 @@ def channel_prune(
     pruner = tp.pruner.MetaPruner(
         model,
         inputs,
-        importance=make_importance(config.importance),
+        importance=build_importance(config, model, inputs, data),
         global_pruning=config.scope == "global",
         pruning_ratio=config.ratio,
         iterative_steps=config.iterative_steps,
@@ -395,8 +388,8 @@ def channel_prune(
             if costs and _step > 0:
                 costs.append(measure_cost(model, inputs))
                 warn_step(costs[-2], costs[-1], _step)
-            if needs_gradients(config.importance):
-                _taylor_gradients(model, inputs, data, config.batches)
+            if _step > 0:  # scores of the channels that are left (data-driven criteria measure again)
+                pruner.importance = build_importance(config, model, inputs, data)
             for group in pruner.step(interactive=True):
                 edits: dict[tuple[str, str], set[int]] = {}
                 ok = True
@@ -457,6 +450,12 @@ def channel_prune(
     if want != got:
         bad = sorted(k for k in want if want[k] != got.get(k))
         raise RuntimeError(f"channel pruning produced shapes the surgery log cannot rebuild: {bad[:5]}")
+    if original is not None:
+        from .reconstruct import calibration_batches, reconstruct_consumers
+
+        consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
+        batches = calibration_batches(model, data, config.reconstruct_batches)
+        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches)
     report.figures["params_after"] = _n_params(model)
     report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
     return report

@@ -1,0 +1,324 @@
+"""SCOP: scientific-control pruning with knockoff features (Tang et al., NeurIPS 2020).
+
+A filter is worth keeping when the real data's features in its channel help
+the task more than the features of a *control*: knockoff data that follow the
+real data's distribution but carry no information about the label. SCOP feeds
+both through the trained network and, in every prunable layer ``l``, gives the
+next layer the mixture
+
+    x_tilde^l = beta^l * f^l(X) + beta_knockoff^l * f^l(X_knockoff),   beta + beta_knockoff = 1,
+
+with one factor per output channel, starting at 0.5 and kept in [0, 1]. Only
+the factors are trained (SGD with momentum on the task loss, clipped to [0, 1]
+after every step, as in the authors' code), with the network's weights and
+batch-norm statistics frozen. Plain SGD matters: an adaptive optimiser such as
+Adam moves every factor at the same rate and wipes out the differences between
+channels that the scores are made of. A channel whose real feature matters
+pushes its ``beta`` towards 1; a channel whose real feature is no more useful
+than the label-free control stays near 0.5. The importance is
+``beta - beta_knockoff = 2 * beta - 1``; :class:`~deepshrink.ChannelPruning`
+removes the lowest scores, i.e. the filters whose real factor is not clearly
+above their knockoff factor.
+
+Knockoff data. Tang et al. sample knockoffs from a generative model of the
+inputs (a GAN), so that they are exchangeable with real samples yet drawn
+independently of the labels. We fit a lighter generative model with the same
+two properties to the training inputs: a Gaussian with the data's mean and
+covariance, low-rank plus diagonal (probabilistic PCA: the top ``rank``
+principal directions plus a per-feature residual variance), clipped to the
+observed range of each feature. Each knockoff is a fresh sample, independent of
+the real batch, so it holds no label information while matching the data's
+first and second moments, i.e. a second-order knockoff in the principal-
+component basis, where the coordinates are uncorrelated and the optimal
+knockoff of each is an independent draw. Integer inputs (token ids) get a
+per-position resampling instead: every position takes its value from a random
+other sample, which keeps each position's marginal distribution and breaks the
+link to the label.
+
+The knockoff features ``f^l(X_knockoff)`` come from the unmixed network (a
+forward hook records them), the mixing is a forward hook on each layer's
+output. Mixing right after the conv/linear layer rather than after its batch
+norm is the same thing: a frozen batch norm is affine per channel and the
+factors sum to 1.
+
+Example:
+    >>> import deepshrink as ds
+    >>> data = ds.data.load("synthetic:classification:128")
+    >>> model = ds.models.create("lenet300", in_features=64, num_classes=4)
+    >>> imp = SCOPImportance.learn(model, data, epochs=1)
+    >>> s = imp.scores[model.fc1]
+    >>> tuple(s.shape), bool(((s >= -1) & (s <= 1)).all())
+    ((300,), True)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from .activation_importance import LayerScoreImportance, _device, labelled_batches, scored_layers
+
+# Defaults, read from ChannelPruning's fields when it has them (getattr), so the
+# criterion works with the config as it is.
+SCOP_EPOCHS = 2
+SCOP_LR = 3e-4
+KNOCKOFF_RANK = 64
+KNOCKOFF_FIT_SAMPLES = 2048
+SCOP_BATCH_SIZE = 64
+
+
+@dataclass
+class Knockoffs:
+    """A generative model of the inputs that yields label-free knockoff samples (see the module docstring).
+
+    Example:
+        >>> import torch
+        >>> x = torch.rand(200, 1, 8, 8)
+        >>> k = Knockoffs.fit(x, rank=8)
+        >>> xk = k.sample(5, torch.Generator().manual_seed(0))
+        >>> tuple(xk.shape), bool((xk >= 0).all() and (xk <= 1).all())
+        ((5, 1, 8, 8), True)
+    """
+
+    shape: tuple[int, ...]
+    mean: Tensor  # (D,)
+    basis: Tensor  # (k, D): principal directions scaled by their standard deviation
+    residual_std: Tensor  # (D,)
+    lo: Tensor
+    hi: Tensor
+    pool: Tensor | None = None  # integer inputs: the samples to resample positions from
+
+    @classmethod
+    def fit(cls, x: Tensor, rank: int = KNOCKOFF_RANK) -> Knockoffs:
+        """Fit to a batch of real inputs ``x`` (N, ...): float features get the Gaussian, integers resampling."""
+        if x.dim() < 2 or x.shape[0] < 2:
+            raise ValueError(f"knockoffs need at least 2 samples of shape (N, ...); got {tuple(x.shape)}")
+        shape = tuple(x.shape[1:])
+        flat = x.reshape(x.shape[0], -1)
+        if not torch.is_floating_point(x):
+            empty = torch.zeros(0)
+            return cls(shape, empty, empty, empty, empty, empty, pool=flat.clone())
+        flat = flat.double()
+        mean = flat.mean(0)
+        centred = flat - mean
+        q = max(1, min(rank, flat.shape[0] - 1, flat.shape[1]))
+        _, s, v = torch.pca_lowrank(centred, q=q, center=False, niter=4)
+        std = s / (flat.shape[0] - 1) ** 0.5
+        basis = (v * std).T  # (q, D)
+        residual = centred - (centred @ v) @ v.T
+        return cls(shape, mean.float(), basis.float(), residual.std(0).float(), flat.min(0).values.float(), flat.max(0).values.float())
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | None = None) -> Tensor:
+        """``n`` knockoff inputs, independent of any real batch."""
+        if self.pool is not None:
+            rows = torch.randint(len(self.pool), (n, self.pool.shape[1]), generator=generator)
+            out = torch.gather(self.pool, 0, rows)
+        else:
+            z = torch.randn(n, self.basis.shape[0], generator=generator)
+            noise = torch.randn(n, self.mean.numel(), generator=generator) * self.residual_std
+            out = torch.maximum(torch.minimum(self.mean + z @ self.basis + noise, self.hi), self.lo)
+        out = out.reshape(n, *self.shape)
+        return out.to(device) if device is not None else out
+
+
+def output_layers(model: nn.Module, inputs: tuple[Any, ...]) -> set[nn.Module]:
+    """Layers with weights whose output reaches a model output through weight-free operations only.
+
+    Example:
+        >>> import torch, deepshrink as ds
+        >>> m = ds.models.create("lenet5")
+        >>> output_layers(m, (torch.zeros(1, 1, 28, 28),)) == {m.fc2}
+        True
+    """
+    with torch.enable_grad():  # Torch-Pruning traces through autograd
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+    own = {m for m in model.modules() if any(True for _ in m.parameters(recurse=False))}
+    stack = [node for node in dg.module2node.values() if not node.outputs]
+    seen: set[int] = set()
+    found: set[nn.Module] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.module in own:
+            found.add(node.module)
+            continue
+        stack.extend(node.inputs)
+    return found
+
+
+class _Control:
+    """Forward hooks that record knockoff features, then mix them into the real features."""
+
+    def __init__(self, layers: dict[nn.Module, nn.Parameter]) -> None:
+        self.theta = layers
+        self.recording = True
+        self.knockoff: dict[nn.Module, list[Tensor]] = {m: [] for m in layers}
+        self.calls: dict[nn.Module, int] = dict.fromkeys(layers, 0)
+        self.handles = [m.register_forward_hook(self._hook) for m in layers]
+
+    def _hook(self, module: nn.Module, _args: Any, out: Any) -> Any:
+        if not isinstance(out, Tensor):
+            return None
+        if self.recording:
+            self.knockoff[module].append(out.detach())  # a module called twice records twice
+            return None
+        i = self.calls[module]
+        self.calls[module] = i + 1
+        beta = self.theta[module]
+        if not isinstance(module, nn.Linear):  # channels in dim 1 for convs, last for linear layers
+            beta = beta.view(-1, *([1] * (out.dim() - 2)))
+        return beta * out + (1 - beta) * self.knockoff[module][i]
+
+    def reset(self) -> None:
+        for m in self.knockoff:
+            self.knockoff[m].clear()
+            self.calls[m] = 0
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def learn_control_factors(
+    model: nn.Module,
+    data: Any,
+    layers: list[nn.Module],
+    *,
+    epochs: int = SCOP_EPOCHS,
+    lr: float = SCOP_LR,
+    batch_size: int = SCOP_BATCH_SIZE,
+    rank: int = KNOCKOFF_RANK,
+    seed: int = 0,
+) -> dict[nn.Module, Tensor]:
+    """Train the real-vs-knockoff factors of ``layers`` on ``data.train``; returns ``beta`` per layer.
+
+    The model's weights and batch-norm statistics stay as they are (eval mode,
+    no gradient to the weights); the model is unchanged on return.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> d = ds.data.load("synthetic:classification:64")
+        >>> m = ds.models.create("lenet300", in_features=64, num_classes=4)
+        >>> betas = learn_control_factors(m, d, [m.fc1], epochs=1)
+        >>> tuple(betas[m.fc1].shape)
+        (300,)
+    """
+    device = _device(model)
+    fit_x = torch.cat([x for x, _ in labelled_batches(data, KNOCKOFF_FIT_SAMPLES, 1, seed=seed, shuffle=True)])
+    knockoffs = Knockoffs.fit(fit_x, rank=rank)
+    theta = {m: nn.Parameter(torch.full((_out_channels(m),), 0.5, device=device)) for m in layers}
+    optimizer = torch.optim.SGD(theta.values(), lr=lr, momentum=0.9)
+    gen = torch.Generator().manual_seed(seed)
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    control = _Control(theta)
+    try:
+        for epoch in range(epochs):
+            for x, y in labelled_batches(data, batch_size, None, seed=seed + epoch, shuffle=True, device=device):
+                control.reset()
+                control.recording = True
+                with torch.no_grad():
+                    model(knockoffs.sample(len(x), gen, device))  # f^l(X_knockoff) of the unmixed network
+                control.recording = False
+                with torch.enable_grad():
+                    loss = F.cross_entropy(model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                with torch.no_grad():
+                    # Layers differ in gradient scale by orders of magnitude; one learning rate for all would
+                    # pin some layers' factors at the clip (ties, no ranking) while others barely move. Each
+                    # layer's gradient is divided by its RMS over channels, which keeps the ranking inside it.
+                    for t in theta.values():
+                        if t.grad is not None:
+                            t.grad.div_(t.grad.pow(2).mean().sqrt().clamp_min(1e-12))
+                optimizer.step()
+                with torch.no_grad():
+                    for t in theta.values():
+                        t.clamp_(0.0, 1.0)
+    finally:
+        control.remove()
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+        model.train(was_training)
+    return {m: t.detach().clone() for m, t in theta.items()}
+
+
+def _out_channels(layer: nn.Module) -> int:
+    if isinstance(layer, nn.Linear):
+        return layer.out_features
+    return layer.out_channels  # type: ignore[return-value]
+
+
+class SCOPImportance(LayerScoreImportance):
+    """``beta - beta_knockoff`` per channel, learned against knockoff features (Tang et al. 2020).
+
+    Build it with :meth:`learn` (or through :func:`~deepshrink.prune.importance.build_importance`
+    with ``importance="scop"``). Scores lie in [-1, 1] and compare across layers
+    as they are, so no normalisation is applied.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 3)
+        >>> SCOPImportance({lin: torch.tensor([0.25, 0.75, 0.5])}).scores[lin].tolist()
+        [0.25, 0.75, 0.5]
+    """
+
+    def __init__(self, scores: dict[nn.Module, Tensor]) -> None:
+        super().__init__(scores, normalizer=None)
+
+    @classmethod
+    def learn(
+        cls,
+        model: nn.Module,
+        data: Any,
+        config: Any = None,
+        *,
+        epochs: int | None = None,
+        lr: float | None = None,
+        inputs: tuple[Any, ...] | None = None,
+    ) -> SCOPImportance:
+        """Learn the control factors of every prunable conv/linear layer of ``model`` on ``data``.
+
+        ``config`` (a ChannelPruning) supplies ``ignored`` patterns, ``seed`` and,
+        when present, ``scop_epochs``, ``scop_lr`` and ``knockoff_rank``; the
+        keyword arguments override them. Layers that produce a model output are
+        left unmixed (their channels are never pruned).
+        """
+        if data is None or getattr(data, "task", None) != "classification":
+            raise ConfigError(
+                "data",
+                getattr(data, "name", None),
+                "a classification DataBundle for importance='scop' (it learns its factors on the task loss), "
+                "e.g. prune_(model, cfg, data=deepshrink.data.load('mnist5k'))",
+                "ChannelPruning",
+            )
+        epochs = int(epochs if epochs is not None else getattr(config, "scop_epochs", SCOP_EPOCHS))
+        lr = float(lr if lr is not None else getattr(config, "scop_lr", SCOP_LR))
+        rank = int(getattr(config, "knockoff_rank", KNOCKOFF_RANK))
+        seed = int(getattr(config, "seed", 0))
+        ignored = tuple(getattr(config, "ignored", ()))
+        if inputs is None:
+            x, _ = next(labelled_batches(data, 1, 1, device=_device(model)))
+            inputs = (x,)
+        names = {m: n for n, m in model.named_modules()}
+        fixed = output_layers(model, inputs)
+        ignored_modules = {sub for n, m in model.named_modules() if any(fnmatch.fnmatchcase(n, p) for p in ignored) for sub in m.modules()}
+        layers = [m for m in scored_layers(model) if m not in fixed and m not in ignored_modules and m in names]
+        betas = learn_control_factors(model, data, layers, epochs=epochs, lr=lr, rank=rank, seed=seed)
+        return cls({m: 2 * b - 1 for m, b in betas.items()})
+
+
+__all__ = ["Knockoffs", "SCOPImportance", "learn_control_factors", "output_layers"]
