@@ -208,7 +208,21 @@ def _markdown(out: dict[str, Any]) -> str:
                 f"| {crit} | {100 * rows[0]['param_ratio']:.0f}% | {cell('before_ft', 'val')} | {cell('before_ft', 'test')} | "
                 f"{cell('after_ft', 'val')} | {cell('after_ft', 'test')} | {pt:.1f} |"
             )
+        lines += ["", _verdict(by)]
     return "\n".join(lines)
+
+
+def _verdict(by: dict[str, list[dict[str, Any]]]) -> str:
+    """The done-when check, computed: SCOP and Taylor against the mean of the random seeds (test, after fine-tuning)."""
+    rand = statistics.mean(r["after_ft"]["test"] for r in by["random"])
+    rand_before = statistics.mean(r["before_ft"]["test"] for r in by["random"])
+    parts = []
+    for crit in ("scop", "taylor"):
+        after, before = by[crit][0]["after_ft"]["test"], by[crit][0]["before_ft"]["test"]
+        verdict = "at least as good as" if after >= rand else "WORSE than"
+        parts.append(f"{crit} {100 * after:.1f}% is {verdict} random {100 * rand:.1f}% after fine-tuning "
+                     f"(before: {100 * before:.1f}% vs {100 * rand_before:.1f}%)")
+    return "Test accuracy: " + "; ".join(parts) + "."
 
 
 if __name__ == "__main__":

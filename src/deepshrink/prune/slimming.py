@@ -19,8 +19,9 @@ stage whose fine-tuning runs with the penalty on:
 
 Example:
     >>> import deepshrink as ds
+    >>> from torch import nn
     >>> data = ds.data.load("synthetic:classification:64")
-    >>> model = ds.models.create("vgg_small", image_size=8, num_classes=4)
+    >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
     >>> before = bn_l1(model)
     >>> _ = ds.finetune(model, data, ds.TrainConfig(epochs=1, lr=1e-2, progress=False), [SlimmingPenalty(strength=0.5)])
     >>> bn_l1(model) < before

@@ -274,12 +274,40 @@ class SparseMomentum(Callback):
         pending = self._pending[index]
         self._pending[index] = grad.detach().clone() if pending is None else pending + grad.detach()
 
+    def prepare(self, model: nn.Module) -> None:
+        """Make ``model`` sparse now (random masks at the target density); idempotent.
+
+        ``on_train_begin`` does it when needed. Under torchrun call it before
+        ``deepshrink.train``: DistributedDataParallel wraps the model before callbacks
+        run and must see the masked parameters.
+
+        Example:
+            >>> import deepshrink as ds
+            >>> m = ds.models.create("lenet300"); SparseMomentum(density=0.5).prepare(m)
+            >>> ds.prune.sparsity(m)
+            0.5
+        """
+        self._targets = self._select(model)
+        if not self.initialized:
+            self._init_masks(model)
+            self.initialized = True
+
     def on_train_begin(self, state: TrainState) -> None:
         model = state.model
         self._targets = self._select(model)
+        fresh = any(get_mask(m, n) is None for _, m, n in self._targets)
+        if fresh and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            raise ConfigError("prepare", "not called", "callback.prepare(model) before deepshrink.train under torchrun "
+                              "(DistributedDataParallel must wrap the masked model)", type(self).__name__)
         if not self.initialized:  # a resumed run loads its masks from the checkpoint afterwards
-            self._init_masks(model)
-            self.initialized = True
+            self.prepare(model)
+        if fresh and state.optimizer is not None:
+            # The masks moved each weight into its parametrization, which changes the order of
+            # model.parameters(); a resumed run builds its optimizer in that new order, so list the
+            # parameters in it here too, and the saved optimizer state lines up on resume.
+            order = {id(p): i for i, p in enumerate(model.parameters())}
+            for group in state.optimizer.param_groups:
+                group["params"].sort(key=lambda p: order.get(id(p), len(order)))
         self.remove_hooks()
         params = [m.parametrizations[n] for _, m, n in self._targets]  # type: ignore[index]
         self._handles = [p.register_forward_hook(self._hook(i)) for i, p in enumerate(params)]

@@ -82,6 +82,10 @@ class ChannelPruning(Config):
             its output on ``data`` (``reconstruct_batches`` training batches of 32) matches the
             unpruned model's (see :mod:`.reconstruct`); needs ``data=``.
         reconstruct_batches: batches used by ``reconstruct``.
+        batch_size: batch size of the data-driven criteria's batches (Taylor, activations, SCOP).
+        scop_epochs: epochs over the training split that SCOP trains its real/knockoff factors.
+        scop_lr: learning rate of SCOP's factors (SGD; weights stay frozen).
+        knockoff_rank: rank of the Gaussian fitted to the inputs that SCOP's knockoffs are drawn from.
         measure_latency: time the model on the example inputs before and after every step
             (CPU latency and MACs in the report; a warning when a step saves MACs but not time).
         head_ratio: fraction of the attention heads of each transformer attention layer to
@@ -109,6 +113,10 @@ class ChannelPruning(Config):
     measure_latency: bool = True
     reconstruct: bool = False
     reconstruct_batches: int = 8
+    batch_size: int = 32
+    scop_epochs: int = 2
+    scop_lr: float = 3e-4
+    knockoff_rank: int = 64
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
@@ -127,6 +135,10 @@ class ChannelPruning(Config):
         check_type(self, "measure_latency", bool, "true or false")
         check_type(self, "reconstruct", bool, "true or false")
         check_range(self, "reconstruct_batches", 1, None, integer=True)
+        check_range(self, "batch_size", 1, None, integer=True)
+        check_range(self, "scop_epochs", 1, None, integer=True)
+        check_range(self, "scop_lr", 0, None, lo_open=True)
+        check_range(self, "knockoff_rank", 1, None, integer=True)
 
 
 # --------------------------------------------------------------------------- which layers, which axis
