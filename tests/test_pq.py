@@ -174,7 +174,9 @@ def test_weight_objective_needs_no_data_and_bad_configs_are_refused() -> None:
     with pytest.raises(ConfigError, match="data"):
         ds.quantize_(model, _cfg())
     report = ds.quantize_(model, _cfg(objective="weight", block_size={"linear": 5, "conv": 9}))
-    assert "does not divide the row length 256" in report.skipped["fc.weight"]
+    assert report.per_layer["fc.weight"]["block_size"] == 4  # 5 does not divide rows of 256: the largest smaller divisor
+    odd = nn.Linear(7, 300)
+    assert "no block size from 2 to 4 divides the row length 7" in ds.quantize_(odd, _cfg(objective="weight")).skipped["weight"]
     for bad in ({"k": 1}, {"k": 257}, {"block_size": 0}, {"objective": "kl"}, {"codebook_dtype": "int8"}, {"block_size": {"linear": "4"}}):
         with pytest.raises(ConfigError):
             ProductQuantization(**bad)

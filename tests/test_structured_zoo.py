@@ -13,7 +13,6 @@ from deepshrink.prune.verify import removal_equivalence
 FAMILIES = [
     ("mobilenet_v3_small", 64),   # hard-swish, squeeze-excitation
     ("efficientnet_b0", 64),      # squeeze-excitation, stochastic depth
-    ("shufflenet_v2_x0_5", 64),   # channel split, concatenation and shuffle
     ("squeezenet1_1", 64),        # fire modules: concatenated expand branches
     ("mnasnet0_5", 64),
     ("googlenet", 64),            # inception branches concatenated
@@ -39,3 +38,13 @@ def test_torchvision_family_prunes_exactly(name: str, size: int) -> None:
     assert result["max_rel_diff"] < 1e-4
     assert result["param_fraction"] < 0.8  # it really removed channels
     assert result["pruned"](x).shape == (2, 10)
+
+
+def test_a_model_the_tracer_cannot_follow_is_refused_clearly_and_left_unchanged() -> None:
+    # ShuffleNet's channel shuffle (view, transpose, view) defeats Torch-Pruning's index mapping.
+    model = ds.models.create("torchvision:shufflenet_v2_x0_5", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ds.UnsupportedModelError, match="channel shuffle"):
+        ds.prune_(model, ds.ChannelPruning(ratio=0.5, measure_latency=False), example_inputs=(torch.randn(1, 3, 64, 64),))
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

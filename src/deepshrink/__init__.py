@@ -23,7 +23,7 @@ from .config import (
     register_config,
 )
 from .dispatch import Report, add_exits_, factorize_, prune_, quantize_, share_
-from .errors import ConfigError, DeepshrinkError, FormatError, SpecError
+from .errors import ConfigError, DeepshrinkError, FormatError, SpecError, UnsupportedModelError
 from .train.callbacks import Callback, TrainState
 from .train.config import TrainConfig
 
@@ -35,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DeepshrinkError",
     "FormatError",
+    "UnsupportedModelError",
     "Report",
     "SpecError",
     "TrainConfig",

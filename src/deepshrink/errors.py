@@ -5,6 +5,7 @@ Every error a user can cause names the problem and the fix. Three families:
 - ``ConfigError`` (a ``ValueError``): a config field or recipe entry is invalid.
 - ``SpecError`` (a ``ValueError``): an unknown model, data or recipe spec.
 - ``FormatError``: a compressed file (.dsz) or checkpoint is malformed or hostile.
+- ``UnsupportedModelError`` (a ``ValueError``): a method cannot handle this model's structure.
 """
 
 from __future__ import annotations
@@ -38,3 +39,14 @@ class SpecError(DeepshrinkError, ValueError):
 
 class FormatError(DeepshrinkError):
     """A file that deepshrink reads (a .dsz, a checkpoint) is malformed, truncated or hostile."""
+
+
+class UnsupportedModelError(DeepshrinkError, ValueError):
+    """A method cannot handle the structure of this model (the message names the part and a way around it).
+
+    Example:
+        >>> raise UnsupportedModelError("channel pruning cannot trace the channel shuffle; use ignored=[...]")
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.UnsupportedModelError: channel pruning cannot trace the channel shuffle; use ignored=[...]
+    """

@@ -143,9 +143,9 @@ def _run(model: nn.Module, base_forward: Callable[..., Any], args: tuple[Any, ..
     return state["out"], state["taken"]
 
 
-def _threshold_decide(heads: ExitHeads) -> Decide:
+def _threshold_decide(heads: ExitHeads, thresholds: list[float]) -> Decide:
     def decide(i: int, logits: Tensor, rows: Tensor) -> Tensor:
-        return confidence(logits, heads.confidence) >= heads.thresholds[i]
+        return confidence(logits, heads.confidence) >= thresholds[i]
 
     return decide
 
@@ -158,10 +158,10 @@ def _with_exits(cls: type[nn.Module]) -> type[nn.Module]:
         heads = self._modules.get(ATTR)
         if self.training or not isinstance(heads, ExitHeads) or heads.collecting:
             return base_forward(self, *args, **kwargs)
-        active = [i for i in range(len(heads.heads)) if heads.can_fire(i)]
+        active, thresholds = heads.open_exits()
         if not active:
             return base_forward(self, *args, **kwargs)
-        return _run(self, base_forward, args, kwargs, _threshold_decide(heads), active)[0]
+        return _run(self, base_forward, args, kwargs, _threshold_decide(heads, thresholds), active)[0]
 
     return type(f"EarlyExit{cls.__name__}", (cls,), {"forward": forward, "_deepshrink_base_forward": staticmethod(base_forward)})
 
@@ -181,8 +181,8 @@ def predict_with_exits(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Ten
     """
     heads = exit_heads(model)
     base = type(model)._deepshrink_base_forward  # type: ignore[attr-defined]
-    active = [i for i in range(len(heads.heads)) if heads.can_fire(i)]
-    return _run(model, base, args, kwargs, _threshold_decide(heads), active)
+    active, thresholds = heads.open_exits()
+    return _run(model, base, args, kwargs, _threshold_decide(heads, thresholds), active)
 
 
 @contextmanager

@@ -75,9 +75,9 @@ def confidence(logits: Tensor, kind: str) -> Tensor:
         >>> confidence(torch.tensor([[0.0, 0.0]]), "entropy")
         tensor([0.])
     """
-    logp = F.log_softmax(logits.float(), dim=-1)
     if kind == "max_prob":
-        return logp.max(dim=-1).values.exp()
+        return F.softmax(logits.float(), dim=-1).amax(dim=-1)
+    logp = F.log_softmax(logits.float(), dim=-1)
     if kind == "entropy":
         entropy = -(logp.exp() * logp).sum(dim=-1)
         return (1.0 - entropy / math.log(logits.shape[-1])).clamp(0.0, 1.0)
@@ -108,6 +108,11 @@ class ExitHeads(nn.Module):
     def can_fire(self, i: int) -> bool:
         """Whether exit ``i`` can take inputs (its threshold is at most 1)."""
         return bool(self.thresholds[i] <= 1.0)
+
+    def open_exits(self) -> tuple[list[int], list[float]]:
+        """The exits that can take inputs, and every threshold as a float (one read of the buffer per forward)."""
+        values = self.thresholds.tolist()
+        return [i for i, t in enumerate(values) if t <= 1.0], values
 
     def extra_repr(self) -> str:
         return f"after={self.after}, confidence={self.confidence!r}"

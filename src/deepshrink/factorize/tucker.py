@@ -32,8 +32,9 @@ from .vbmf import evbmf_rank, unfold
 
 
 def _leading(m: Tensor, r: int) -> Tensor:
-    u, _, _ = torch.linalg.svd(m, full_matrices=False)
-    return u[:, :r]
+    """The ``r`` leading left singular vectors of a wide matrix, from the eigenvectors of its (small) Gram matrix."""
+    evals, vecs = torch.linalg.eigh(m @ m.T)
+    return vecs.flip(-1)[:, :r]
 
 
 @torch.no_grad()

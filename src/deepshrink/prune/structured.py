@@ -51,7 +51,7 @@ from torch.nn.utils import parametrize
 
 from ..config import Config, check_choice, check_range, check_type, register_config
 from ..dispatch import Report, prune_
-from ..errors import ConfigError
+from ..errors import ConfigError, UnsupportedModelError
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
 from .heads import find_attention, replay_attention_heads, set_head_count
@@ -327,6 +327,28 @@ def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _meta_pruner(model: nn.Module, inputs: tuple[Any, ...], config: ChannelPruning, fixed: list[nn.Module],
+                 attention: list[Any], head_ratio: float, num_heads: dict[nn.Module, int], importance: Any) -> Any:
+    """Torch-Pruning's pruner over ``model``: traces the dependency graph (the model is not changed)."""
+    return tp.pruner.MetaPruner(
+        model,
+        inputs,
+        importance=importance,
+        global_pruning=config.scope == "global",
+        pruning_ratio=config.ratio,
+        iterative_steps=config.iterative_steps,
+        ignored_layers=fixed,
+        round_to=config.round_to,
+        # Each attention layer is a scope of its own: Torch-Pruning removes heads only inside a
+        # scope that prunes something, and with prune_head_dims=False no single dimension goes.
+        pruning_ratio_dict={a.projections: head_ratio for a in attention} if head_ratio > 0 else None,
+        num_heads=num_heads,
+        prune_num_heads=bool(num_heads) and head_ratio > 0,
+        prune_head_dims=False,
+        head_pruning_ratio=head_ratio,
+    )
+
+
 @prune_.register(ChannelPruning)
 def channel_prune(
     model: nn.Module, config: ChannelPruning, *, example_inputs: Any = None, data: Any = None, **_: Any
@@ -371,23 +393,17 @@ def channel_prune(
     attention = [a for a in find_attention(model) if id(a.module) not in fixed_ids]
     head_ratio = config.ratio if config.head_ratio is None else config.head_ratio
     num_heads = {proj: a.num_heads for a in attention for proj in a.projections}
-    pruner = tp.pruner.MetaPruner(
-        model,
-        inputs,
-        importance=build_importance(config, model, inputs, data),
-        global_pruning=config.scope == "global",
-        pruning_ratio=config.ratio,
-        iterative_steps=config.iterative_steps,
-        ignored_layers=fixed,
-        round_to=config.round_to,
-        # Each attention layer is a scope of its own: Torch-Pruning removes heads only inside a
-        # scope that prunes something, and with prune_head_dims=False no single dimension goes.
-        pruning_ratio_dict={a.projections: head_ratio for a in attention} if head_ratio > 0 else None,
-        num_heads=num_heads,
-        prune_num_heads=bool(num_heads) and head_ratio > 0,
-        prune_head_dims=False,
-        head_pruning_ratio=head_ratio,
-    )
+    importance = build_importance(config, model, inputs, data)
+    try:
+        pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
+    except (ZeroDivisionError, IndexError, KeyError, AssertionError) as err:
+        # Torch-Pruning's tracer fails on some reshapes it cannot map to channels (the channel
+        # shuffle of ShuffleNet); nothing has been changed in the model at this point.
+        raise UnsupportedModelError(
+            f"channel pruning cannot trace the dependencies of {type(model).__name__} "
+            f"(Torch-Pruning's dependency graph failed with {type(err).__name__}: {err}); usually a reshape that "
+            "mixes channels, such as a channel shuffle. Prune it unstructured (deepshrink.Magnitude) or factorize it instead."
+        ) from err
     for m in _output_layers(pruner.DG, names):
         pruner.ignored_layers.extend(m.modules())
         report.skipped[names[m]] = "produces a model output (output shape is kept)"

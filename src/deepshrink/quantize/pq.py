@@ -157,8 +157,9 @@ class ProductQuantization(Config):
             are layer kinds (``"conv"``, ``"pointwise"``, ``"linear"``,
             ``"embedding"``) or fnmatch patterns on layer names (first match
             wins; layers no key matches take the paper's size). It must divide
-            the length of a layer's rows (a conv's ``Cin/groups*K*K``); a
-            layer whose rows it does not divide is skipped, with the reason.
+            the length of a layer's rows (a conv's ``Cin/groups*K*K``); where it
+            does not, the largest smaller size that does is used (the report
+            says which), and a layer with no such size from 2 up is skipped.
         k: centroids per layer, at most 256 (codes are one byte).
         n_iter: the most EM iterations per layer (stops when no code changes).
         objective: ``"output"`` (error of the layer's output on real
@@ -289,8 +290,11 @@ def _select(model: nn.Module, cfg: ProductQuantization, report: Report) -> list[
         groups = int(getattr(module, "groups", 1))
         row = weight[0].numel() if weight.shape[0] else 0
         if row % d != 0:
-            report.skipped[label] = f"block_size {d} does not divide the row length {row}; choose a divisor of {row}"
-            continue
+            # The nearest smaller block that tiles the rows (e.g. 5 for rows of 500 when 8 is asked).
+            d = next((c for c in range(d - 1, 1, -1) if row % c == 0), 0)
+            if d == 0:
+                report.skipped[label] = f"no block size from 2 to {cfg.block_size_for(qual, module)} divides the row length {row}"
+                continue
         n_sub = weight.numel() // d
         if n_sub <= cfg.k:
             report.skipped[label] = f"only {n_sub} sub-vectors for {cfg.k} centroids: the codebook would be larger than the layer"
