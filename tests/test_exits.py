@@ -51,6 +51,12 @@ def test_closed_exits_give_the_full_model_exactly_and_open_ones_exit_per_input(s
         stay = taken == len(after)
         assert torch.allclose(logits[stay], before[stay], atol=1e-5)
         assert torch.equal(model(x), logits)
+        for i in range(len(x)):  # one input at a time (the fast path) agrees with the batch
+            if abs(float(conf[i] - conf.median())) < 1e-4:
+                continue  # on the threshold itself: batched and single convolutions may round either way
+            one, where = predict_with_exits(model, x[i : i + 1])
+            assert where.tolist() == [int(taken[i])]
+            assert torch.allclose(one[0], logits[i], atol=1e-5)
 
 
 def test_inputs_that_leave_are_not_computed_further():

@@ -108,6 +108,14 @@ def _run(model: nn.Module, base_forward: Callable[..., Any], args: tuple[Any, ..
         feature = _feature(output, name)
         logits = heads.heads[i](feature)
         fire = decide(i, logits, state["active"])
+        if n == 1:
+            # One input (the latency-critical case): no row bookkeeping, which would cost
+            # more than the small layers that an early exit skips.
+            if not bool(fire[0]):
+                return None
+            state["out"] = logits
+            state["taken"][0] = i
+            raise _AllExited
         if not bool(fire.any()):
             return None
         rows = state["active"][fire]
