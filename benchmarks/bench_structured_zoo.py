@@ -60,7 +60,7 @@ def check(name: str) -> dict:
     x = torch.randn(2, 3, size, size)
     row: dict = {"model": name, "input": size, "params": sum(p.numel() for p in model.parameters())}
     try:
-        res = removal_equivalence(model, ds.ChannelPruning(ratio=0.5, importance="l1"), (x,))
+        res = removal_equivalence(model, ds.ChannelPruning(ratio=0.5, importance="l1", measure_latency=False), (x,))
         row.update(ok=res["max_rel_diff"] < TOLERANCE, max_rel_diff=res["max_rel_diff"], param_fraction=res["param_fraction"],
                    skipped=sorted(set(res["report"].skipped.values())))
         if not row["ok"]:
