@@ -60,11 +60,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from .activation_importance import LayerScoreImportance, _device, labelled_batches, scored_layers
+from .output_layers import output_layers
 
 # Defaults, read from ChannelPruning's fields when it has them (getattr), so the
 # criterion works with the config as it is.
@@ -129,33 +129,6 @@ class Knockoffs:
             out = torch.maximum(torch.minimum(self.mean + z @ self.basis + noise, self.hi), self.lo)
         out = out.reshape(n, *self.shape)
         return out.to(device) if device is not None else out
-
-
-def output_layers(model: nn.Module, inputs: tuple[Any, ...]) -> set[nn.Module]:
-    """Layers with weights whose output reaches a model output through weight-free operations only.
-
-    Example:
-        >>> import torch, deepshrink as ds
-        >>> m = ds.models.create("lenet5")
-        >>> output_layers(m, (torch.zeros(1, 1, 28, 28),)) == {m.fc2}
-        True
-    """
-    with torch.enable_grad():  # Torch-Pruning traces through autograd
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
-    own = {m for m in model.modules() if any(True for _ in m.parameters(recurse=False))}
-    stack = [node for node in dg.module2node.values() if not node.outputs]
-    seen: set[int] = set()
-    found: set[nn.Module] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.module in own:
-            found.add(node.module)
-            continue
-        stack.extend(node.inputs)
-    return found
 
 
 class _Control:

@@ -54,6 +54,7 @@ from ..dispatch import Report, prune_
 from ..errors import ConfigError, UnsupportedModelError
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
+from .output_layers import graph_output_layers
 from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, build_importance
 
@@ -291,24 +292,6 @@ def _as_tuple(example_inputs: Any) -> tuple[Any, ...]:
     raise ConfigError("example_inputs", type(example_inputs).__name__, "a tensor or a tuple of tensors for model(*inputs)", "ChannelPruning")
 
 
-def _output_layers(dg: tp.DependencyGraph, names: dict[nn.Module, str]) -> set[nn.Module]:
-    """Layers with parameters whose output reaches a model output through parameter-free ops only."""
-    stack = [node for node in dg.module2node.values() if not node.outputs]
-    seen: set[int] = set()
-    found: set[nn.Module] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        module = node.module
-        if isinstance(module, nn.Module) and module in names and any(True for _ in module.parameters(recurse=False)):
-            found.add(module)
-            continue  # its own output is protected; layers before it may shrink
-        stack.extend(node.inputs)
-    return found
-
-
 def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
     fixed: list[nn.Module] = []
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -404,7 +387,7 @@ def channel_prune(
             f"(Torch-Pruning's dependency graph failed with {type(err).__name__}: {err}); usually a reshape that "
             "mixes channels, such as a channel shuffle. Prune it unstructured (deepshrink.Magnitude) or factorize it instead."
         ) from err
-    for m in _output_layers(pruner.DG, names):
+    for m in graph_output_layers(pruner.DG, set(names)):
         pruner.ignored_layers.extend(m.modules())
         report.skipped[names[m]] = "produces a model output (output shape is kept)"
 

@@ -1,0 +1,55 @@
+"""Which layers produce a model output: their output channels must stay, so that outputs keep their shape.
+
+Found on Torch-Pruning's dependency graph: walk back from the graph's sinks through
+weight-free operations (reshape, add, activation) to the first layers with weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+def graph_output_layers(dg: tp.DependencyGraph, candidates: set[nn.Module]) -> set[nn.Module]:
+    """Layers of ``candidates`` whose output reaches a sink of ``dg`` through weight-free operations only.
+
+    Layers before such a layer are not included: they may shrink.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("lenet300")
+        >>> dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, 1, 28, 28))
+        >>> graph_output_layers(dg, set(m.modules())) == {m.fc3}
+        True
+    """
+    stack = [node for node in dg.module2node.values() if not node.outputs]
+    seen: set[int] = set()
+    found: set[nn.Module] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        module = node.module
+        if isinstance(module, nn.Module) and module in candidates and any(True for _ in module.parameters(recurse=False)):
+            found.add(module)
+            continue
+        stack.extend(node.inputs)
+    return found
+
+
+def output_layers(model: nn.Module, inputs: tuple[Any, ...]) -> set[nn.Module]:
+    """Layers with weights whose output reaches a model output through weight-free operations only.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("lenet5")
+        >>> output_layers(m, (torch.zeros(1, 1, 28, 28),)) == {m.fc2}
+        True
+    """
+    with torch.enable_grad():  # Torch-Pruning traces through autograd
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+    return graph_output_layers(dg, set(model.modules()))
