@@ -187,6 +187,8 @@ def _markdown(out: dict[str, Any]) -> str:
         "group (`ChannelPruning(ratio=0.5, importance=...)`, layer scope; the classifier keeps its classes), then the",
         "pruned model is fine-tuned with identical settings for every criterion (chosen on the validation split with",
         "the L1 criterion). Data-driven criteria (taylor, mean_activation, apoz, scop) measure on the training split.",
+        "Right after the removal, models with batch norm get their BN statistics re-estimated on 2,000 training samples",
+        "(ChannelPruning's default `batchnorm_samples`, adaptive BN); \"before FT\" is measured after that.",
         "`random` is the mean of 3 seeds (min-max in brackets). `slimming` = sparsity training with the L1 penalty on",
         "BN scales (`SlimmingPenalty`, strength 1e-4, same length as fine-tuning), then `bn_scale`. Accuracy on the",
         "500 validation / 1,000 test digits.",

@@ -195,3 +195,20 @@ def test_channel_l1_recipe_prunes_then_finetunes_from_data_alone():
     report = ds.run_recipe(model, data, "channel-l1", train_overrides={"epochs": 1, "progress": False})
     assert report.stages[0]["report"]["figures"]["param_ratio"] < 0.3
     assert surgery_log(model) and model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_batchnorm_statistics_are_re_estimated_after_removal_when_data_is_given():
+    data = ds.data.load("digits")
+    torch.manual_seed(0)
+    model = ds.models.create("resnet_small", image_size=8).eval()
+    stale, fresh = copy.deepcopy(model), copy.deepcopy(model)
+    inputs = (torch.zeros(1, 1, 8, 8),)
+    ds.prune_(stale, ds.ChannelPruning(ratio=0.5, batchnorm_samples=0, measure_latency=False), example_inputs=inputs, data=data)
+    report = ds.prune_(fresh, ds.ChannelPruning(ratio=0.5, batchnorm_samples=300, measure_latency=False), example_inputs=inputs, data=data)
+    norms = [n for n, m in fresh.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert report.figures["batchnorm_refreshed"] == len(norms)
+    # The same as re-estimating the statistics by hand on the same samples; weights untouched.
+    ds.quantize_(stale, ds.BatchNormStats(samples=300), data=data)
+    for (k, a), (_, b) in zip(stale.state_dict().items(), fresh.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+    assert not fresh.training

@@ -92,6 +92,11 @@ class ChannelPruning(Config):
         head_ratio: fraction of the attention heads of each transformer attention layer to
             remove (whole heads: their query, key and value rows and the output projection's
             columns); None uses ``ratio``.
+        batchnorm_samples: when ``data=`` is given, re-estimate every BatchNorm layer's running
+            statistics on this many training samples after the removal (adaptive BN, Li et al.
+            2020, EagleEye): removed channels shift the statistics of every layer after them, and
+            the stale ones can leave a pruned ResNet at chance before any fine-tuning. 0 keeps
+            the old statistics.
 
     Example:
         >>> ChannelPruning(ratio=0.3, importance="fpgm").scope
@@ -118,9 +123,11 @@ class ChannelPruning(Config):
     scop_epochs: int = 2
     scop_lr: float = 3e-4
     knockoff_rank: int = 64
+    batchnorm_samples: int = 2000
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
+        check_range(self, "batchnorm_samples", 0, None, integer=True)
         if self.head_ratio is not None:
             check_range(self, "head_ratio", 0, 1, hi_open=True)
         check_choice(self, "importance", IMPORTANCES)
@@ -461,6 +468,12 @@ def channel_prune(
     if want != got:
         bad = sorted(k for k in want if want[k] != got.get(k))
         raise RuntimeError(f"channel pruning produced shapes the surgery log cannot rebuild: {bad[:5]}")
+    if data is not None and config.batchnorm_samples > 0:
+        from ..quantize.bn_stats import BatchNormStats, refresh_batchnorm
+
+        refreshed = refresh_batchnorm(model, data, BatchNormStats(samples=config.batchnorm_samples, seed=config.seed))
+        if refreshed:
+            report.figures["batchnorm_refreshed"] = refreshed
     if original is not None:
         from .reconstruct import calibration_batches, reconstruct_consumers
 
