@@ -6,11 +6,16 @@ plain k-means on the *weights*. Both are measured before fine-tuning and after
 the rest of the recipe (codebook fine-tuning distilled from the original, then
 BatchNorm statistics for the classifiers; embedding matching for MiniLM).
 Accuracy / cosine is that of the model reloaded from the .dsz file; size is the
-file on disk. Hyperparameters were fixed beforehand (recipes/pq.yaml,
-recipes/minilm-pq.yaml); the test split is only measured.
+file on disk. Hyperparameters live in recipes/pq.yaml and recipes/minilm-pq.yaml
+(chosen on validation splits); the test splits and the held-out text
+(benchmarks/results/heldout_sentences.txt) are only measured. MiniLM's cosine on
+pydoc's validation split and the held-out text is printed after every
+fine-tuning epoch; its quantized codebooks are cached, so fine-tuning variants
+rerun without quantizing again.
 
     python benchmarks/bench_pq.py lenet5 resnet   # classifiers (baselines trained once, then cached)
-    python benchmarks/bench_pq.py minilm           # MiniLM, both objectives
+    python benchmarks/bench_pq.py resnet-weight   # one model, one objective
+    python benchmarks/bench_pq.py minilm           # MiniLM, both objectives (minilm-output, minilm-weight: one)
     python benchmarks/bench_pq.py report           # BENCHMARKS.md section from results/pq.json
 
 The small ResNet is ``resnet_small`` at width 48 (2.8 MB fp32, the size of
@@ -34,8 +39,8 @@ from _report import machine, write_section
 
 import deepshrink as ds
 from deepshrink.commands.common import build_model, load_weights_into, save_weights
-from deepshrink.data.text import _is_prose, _split_sentences
 from deepshrink.recipe import Recipe, load_recipe, run_recipe
+from deepshrink.train.callbacks import Callback
 from deepshrink.train.defaults import default_train_config
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,14 +80,14 @@ def _with_objective(recipe: Recipe, objective: str) -> Recipe:
     return Recipe(recipe.name, stages, recipe.description, recipe.distill)
 
 
-def classifier(key: str) -> None:
+def classifier(key: str, objectives: tuple[str, ...] = ("output", "weight")) -> None:
     spec, kwargs = CLASSIFIERS[key]
     bundle = ds.data.load("mnist5k")
     base = _baseline(spec, kwargs, bundle)
     before = ds.evaluate(base, bundle.test)["accuracy"]
     fp32 = sum(p.numel() for p in base.parameters()) * 4
     recipe = load_recipe("pq")
-    for objective in ("output", "weight"):
+    for objective in objectives:
         model = copy.deepcopy(base)
         plan = _with_objective(recipe, objective)
         t = time.perf_counter()
@@ -126,84 +131,130 @@ def _finetune_from(model: torch.nn.Module, teacher: torch.nn.Module, bundle: Any
     return out
 
 
-def english_file() -> Path:
-    """Sentences of scikit-learn's data set descriptions: English text other than pydoc, shipped offline."""
-    import sklearn.datasets
-
-    descr = Path(sklearn.datasets.__file__).parent / "descr"
-    sentences: list[str] = []
-    for f in sorted(descr.glob("*.rst")):
-        text = " ".join(line.strip() for line in f.read_text().splitlines() if line.strip() and not line.startswith((" ", "..", ":", "=", "-", "*")))
-        for s in _split_sentences(text):
-            s = " ".join(s.split())
-            if s and _is_prose(s) and s not in sentences:
-                sentences.append(s)
-    path = CACHE / "sklearn_descr_sentences.txt"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(sentences) + "\n")
-    return path
+HELDOUT = RESULTS / "heldout_sentences.txt"
 
 
-def minilm(objectives: tuple[str, ...] = ("output", "weight")) -> None:
+class _EpochCosine(Callback):
+    """After every fine-tuning epoch: cosine to the original on pydoc's validation split (and, for the record, the held-out text)."""
+
+    def __init__(self, model: torch.nn.Module, base: torch.nn.Module, splits: dict[str, Any]) -> None:
+        self.model, self.base, self.splits, self.rows = model, base, splits, []
+
+    def on_epoch_end(self, state: Any) -> None:
+        was = self.model.training
+        row = {"epoch": state.epoch, **{k: ds.embedding_similarity(self.model, self.base, v)["cosine"] for k, v in self.splits.items()}}
+        self.model.train(was)
+        self.rows.append(row)
+        print("  epoch", json.dumps(row), flush=True)
+
+
+def _pq_state(model: torch.nn.Module) -> dict[str, Any]:
+    return {name: {"codebook": p.codebook.detach().clone(), "codes": p.codes.clone(), "shape": p.shape, "storage": p.storage}
+            for name, module in model.named_modules() if (p := ds.quantize.get_pq(module)) is not None}
+
+
+def _restore_pq(model: torch.nn.Module, state: dict[str, Any], train_others: bool = False) -> None:
+    """Re-install saved codebooks and codes (quantizing MiniLM takes minutes; fine-tuning variants reuse it)."""
+    from torch.nn.utils import parametrize
+
+    for name, module in model.named_modules():
+        if name in state:
+            s = state[name]
+            parametrize.register_parametrization(module, "weight", ds.quantize.ProductQuantized(s["codebook"], s["codes"], s["shape"], s["storage"]), unsafe=True)
+    codebooks = {id(ds.quantize.get_pq(m).codebook) for m in model.modules() if ds.quantize.get_pq(m) is not None}
+    for name, p in model.named_parameters():
+        p.requires_grad_(id(p) in codebooks or (train_others and not name.endswith("parametrizations.weight.original")))
+
+
+def minilm(objectives: tuple[str, ...] = ("output", "weight"), recipe_name: str = "minilm-pq") -> None:
+    """Quantize MiniLM on text:pydoc, fine-tune, and measure cosine on pydoc val/test and the held-out text after each step."""
+    from deepshrink.distill.embedding import embedding_objective
+    from deepshrink.train.engine import finetune
+
     base = ds.models.create("minilm")
     fp32 = sum(p.numel() for p in base.parameters()) * 4
     pydoc = ds.data.load("text:pydoc")
-    other = ds.data.load(f"text:{english_file()}")
-    recipe = load_recipe("minilm-pq")
+    held = ds.data.load(f"text:{HELDOUT}")
+    recipe = load_recipe(recipe_name)
     for objective in objectives:
-        model = copy.deepcopy(base)
         plan = _with_objective(recipe, objective)
         first = plan.stages[0]
+        model = copy.deepcopy(base)
         t = time.perf_counter()
-        run_recipe(model, pydoc, Recipe(plan.name, (type(first)(first.name, first.config, None),), "", None))
-        pq_seconds = time.perf_counter() - t
-        cos_pq = {"pydoc_test": ds.embedding_similarity(model, base, pydoc.test)["cosine"],
-                  "sklearn_descr": ds.embedding_similarity(model, base, other.test)["cosine"]}
-        # fine-tune against the original model (run_recipe on text data matches the model as it starts: the original)
+        cached = CACHE / f"minilm-pq-{objective}-{_digest(first.config)}.pt"
+        if cached.is_file():
+            _restore_pq(model, torch.load(cached), first.config.train_others)
+            pq_seconds = float("nan")
+        else:
+            report = ds.quantize_(model, first.config, data=pydoc)
+            pq_seconds = time.perf_counter() - t
+            CACHE.mkdir(parents=True, exist_ok=True)
+            torch.save(_pq_state(model), cached)
+            print(json.dumps({k: {"rel_err": round(v["relative_error"], 4), "d": v["block_size"]} for k, v in report.per_layer.items()}), flush=True)
+        splits = {"pydoc_val": pydoc.val, "heldout_test": held.test}
+        cos_pq = {k: ds.embedding_similarity(model, base, v)["cosine"] for k, v in splits.items()}
+        print(objective, "after pq", json.dumps(cos_pq), f"{pq_seconds:.0f}s", flush=True)
         ref = copy.deepcopy(base)
-        from deepshrink.distill.embedding import embedding_objective
-        from deepshrink.train.engine import finetune
-
-        res = finetune(model, pydoc, first.finetune.replace(progress=False), objective=embedding_objective(ref))
+        epochs = _EpochCosine(model, base, splits)
+        res = finetune(model, pydoc, first.finetune.replace(progress=False), [epochs], objective=embedding_objective(ref))
         path = CACHE / f"minilm-pq-{objective}.dsz"
         ds.save(model, path)
         reloaded = ds.load(path)
-        _store({"model": "minilm", "objective": objective, "fp32_bytes": fp32, "file_bytes": path.stat().st_size,
-                "ratio": fp32 / path.stat().st_size, "cosine_after_pq": cos_pq,
-                "cosine_after_finetune": {"pydoc_test": ds.embedding_similarity(reloaded, base, pydoc.test)["cosine"],
-                                          "sklearn_descr": ds.embedding_similarity(reloaded, base, other.test)["cosine"]},
-                "held_out_sentences": {"pydoc_test": len(pydoc.test), "sklearn_descr": len(other.test)},
+        _store({"model": "minilm", "objective": objective, "config": ds.config_to_dict(first.config),
+                "finetune_config": str(first.finetune), "fp32_bytes": fp32, "file_bytes": path.stat().st_size,
+                "ratio": fp32 / path.stat().st_size, "cosine_after_pq": cos_pq, "cosine_per_epoch": epochs.rows,
+                "cosine_after_finetune": {"pydoc_val": ds.embedding_similarity(reloaded, base, pydoc.val)["cosine"],
+                                          "pydoc_test": ds.embedding_similarity(reloaded, base, pydoc.test)["cosine"],
+                                          "heldout_test": ds.embedding_similarity(reloaded, base, held.test)["cosine"]},
+                "sentences": {"pydoc_val": len(pydoc.val), "pydoc_test": len(pydoc.test), "heldout_test": len(held.test)},
                 "pq_seconds": pq_seconds, "finetune_steps": res["steps"], "total_seconds": time.perf_counter() - t})
 
 
+def _digest(cfg: Any) -> str:
+    import hashlib
+
+    return hashlib.sha1(repr(cfg.replace(progress=False)).encode()).hexdigest()[:10]
+
+
 def report() -> None:
-    rows = _load()["rows"]
+    data = _load()
+    order = {"lenet5": 0, "resnet": 1, "minilm": 2}
+    rows = sorted(data["rows"], key=lambda r: (order.get(r["model"], 3), r["objective"] != "output"))
     lines = [
         "## Product quantization (`benchmarks/bench_pq.py`, recipes `pq` and `minilm-pq`)",
         "",
-        f"Measured {_load().get('machine', machine())}. k = 256 centroids per layer, float16 codebooks, one byte per",
-        "sub-vector. \"output\": EM on each layer's output error, layers fitted bottom-up on the activations of the",
-        "quantized layers below (Stock et al. 2019); \"weight\": plain k-means on the weights, same blocks, same k, so",
-        "the same file size. Then codebook fine-tuning (classifiers: distilled from the uncompressed model, then",
-        "BatchNorm statistics; MiniLM: matching the original's embeddings on text:pydoc). Accuracy and cosine are those",
-        "of the model reloaded from the .dsz file (test split / held-out sentences); size is the file on disk.",
+        f"Measured {data.get('machine', machine())} (a 2-core machine shared with other jobs; no timings are compared).",
+        "k = 256 centroids per layer, float16 codebooks, one byte per sub-vector (entropy coded when that is smaller).",
+        "\"output\": EM on each layer's output error, layers fitted bottom-up on the activations of the quantized",
+        "layers below (Stock et al. 2019); \"weight\": plain k-means on the weights, same blocks, same k, so about the",
+        "same file size. Then codebook fine-tuning (classifiers: distilled from the uncompressed model, then BatchNorm",
+        "statistics; MiniLM: matching the original's embeddings and token states on text:pydoc). Accuracy and cosine are",
+        "those of the model reloaded from the .dsz file; size is the file on disk; fp32 = 4 bytes x parameters.",
         "",
-        "| model | objective | fp32 | .dsz | ratio | baseline | after PQ | after fine-tuning |",
+        "**Classifiers on mnist5k** (1,000 test digits; baseline: `deepshrink train` defaults, seed 0).",
+        "",
+        "| model | objective | fp32 | .dsz | ratio | baseline test | after PQ | after fine-tuning |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        if r["model"] == "minilm":
-            a, b = r["cosine_after_pq"], r["cosine_after_finetune"]
-            lines.append(f"| all-MiniLM-L6-v2 | {r['objective']} | {r['fp32_bytes'] / 1e6:.1f} MB | {r['file_bytes'] / 1e6:.2f} MB | "
-                         f"{r['ratio']:.1f}x | cosine 1 | pydoc {a['pydoc_test']:.3f}, sklearn {a['sklearn_descr']:.3f} | "
-                         f"pydoc {b['pydoc_test']:.3f}, sklearn {b['sklearn_descr']:.3f} |")
-        else:
+        if r["model"] != "minilm":
             name = "LeNet-5" if r["model"] == "lenet5" else "resnet_small (width 48)"
-            lines.append(f"| {name} | {r['objective']} | {r['fp32_bytes'] / 1e3:.0f} KB | {r['file_bytes'] / 1e3:.1f} KB | "
-                         f"{r['ratio']:.1f}x | {100 * r['baseline_test']:.1f}% | {100 * r['test_after_pq']:.1f}% | "
-                         f"{100 * r['test_after_finetune']:.1f}% |")
-    lines += ["", "MiniLM cosine: mean cosine similarity to the original model's embeddings on pydoc's held-out test",
-              "sentences and on sentences of scikit-learn's data set descriptions (English text it was not fitted on)."]
+            lines.append(f"| {name} | {r['objective']} | {r['fp32_bytes']:,} B | {r['file_bytes']:,} B | {r['ratio']:.1f}x | "
+                         f"{100 * r['baseline_test']:.1f}% | {100 * r['test_after_pq']:.1f}% | {100 * r['test_after_finetune']:.1f}% |")
+    mini = [r for r in rows if r["model"] == "minilm"]
+    if mini:
+        lines += ["", "**all-MiniLM-L6-v2** fitted and fine-tuned on text:pydoc; mean cosine similarity to the original model's",
+                  "embeddings on pydoc's validation split and on `benchmarks/results/heldout_sentences.txt` (test split: licence",
+                  "texts and scikit-learn data set descriptions, English the model was not fitted on).", "",
+                  "| objective | fp32 | .dsz | ratio | cosine after PQ (pydoc val / held-out) | after fine-tuning (pydoc val / held-out) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in mini:
+            a, b = r["cosine_after_pq"], r["cosine_after_finetune"]
+            lines.append(f"| {r['objective']} | {r['fp32_bytes']:,} B | {r['file_bytes']:,} B | {r['ratio']:.1f}x | "
+                         f"{a['pydoc_val']:.3f} / {a['heldout_test']:.3f} | {b['pydoc_val']:.3f} / {b['heldout_test']:.3f} |")
+    notes = data.get("notes", [])
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     write_section("pq", "\n".join(lines))
 
 
@@ -212,11 +263,13 @@ if __name__ == "__main__":
     for arg in sys.argv[1:] or ["lenet5", "resnet", "minilm", "report"]:
         if arg in CLASSIFIERS:
             classifier(arg)
+        elif arg.split("-")[0] in CLASSIFIERS and arg.split("-")[-1] in ("output", "weight"):
+            classifier(arg.split("-")[0], (arg.split("-")[-1],))
         elif arg == "minilm":
-            minilm()
-        elif arg == "minilm-output":
-            minilm(("output",))
+            minilm(recipe_name=os.environ.get("PQ_RECIPE", "minilm-pq"))
+        elif arg in ("minilm-output", "minilm-weight"):
+            minilm((arg.split("-")[1],), recipe_name=os.environ.get("PQ_RECIPE", "minilm-pq"))
         elif arg == "report":
             report()
         else:
-            raise SystemExit(f"unknown part {arg!r}: lenet5, resnet, minilm, minilm-output, report")
+            raise SystemExit(f"unknown part {arg!r}: lenet5, resnet, minilm, minilm-output, minilm-weight, report")

@@ -137,6 +137,16 @@ def test_fine_tuning_moves_codebooks_only() -> None:
             assert not moved, key  # codes, biases, originals and BN affine stay put
 
 
+def test_train_others_keeps_uncompressed_parameters_trainable_but_not_the_replaced_weights() -> None:
+    model, x = _mixed()
+    ds.quantize_(model, _cfg(train_others=True), data=x)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"fc.bias", "bn.weight", "bn.bias", "conv.bias"} <= trainable
+    assert "fc.parametrizations.weight.0.codebook" in trainable
+    # the original weights behind a codebook never train: they are not what the file stores
+    assert not any(n.endswith("parametrizations.weight.original") for n in trainable)
+
+
 def test_layers_are_fitted_bottom_up_on_quantized_activations() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
