@@ -4,8 +4,9 @@ Random-init torchvision architectures (latency does not depend on the weights' v
 convolution is timed alone at batch 1 on its real input shape (a 224x224 image), one thread, against
 its factored replacements at a 3x MAC reduction of that layer (the largest rank whose MACs, counted
 by deepshrink.analysis, are at most a third of the layer's). Tucker-2 and Separable are fitted to the
-weights (HOSVD / closed-form SVD); CP's four convolutions are built at the chosen rank with a short
-ALS fit (ALS at ranks of several hundred takes minutes per layer and does not change the timing).
+weights (HOSVD / closed-form SVD); CP's four convolutions are timed at the chosen rank with unfitted
+weights: the time of a convolution does not depend on its weights' values, and an ALS fit at ranks of
+several hundred on 512x512x3x3 weights takes minutes and gigabytes per layer.
 The contenders run in alternating rounds in one process, so background load hits them alike; the
 figure per layer is the median over rounds.
 
@@ -26,7 +27,7 @@ from bench_factorize import render_section
 import deepshrink as ds
 from deepshrink.analysis import measure_latency, total_macs
 from deepshrink.factorize.calibrate import layer_examples
-from deepshrink.factorize.cp import fit_cp
+from deepshrink.factorize.cp import CP_METHOD
 from deepshrink.factorize.handler import method_for
 from deepshrink.factorize.method import rank_at_most
 from deepshrink.factorize.separable import fit_separable
@@ -37,7 +38,7 @@ MODELS = [("VGG-16", "torchvision:vgg16"), ("ResNet-50", "torchvision:resnet50")
 ROUNDS = 5
 REPEATS = 3
 REDUCTION = 3.0
-CP_ITERATIONS = 2
+CP_SWEEPS = 25
 
 
 def fitted(kind: str, conv: torch.nn.Conv2d, rank) -> torch.nn.Module:
@@ -45,7 +46,44 @@ def fitted(kind: str, conv: torch.nn.Conv2d, rank) -> torch.nn.Module:
         return fit_tucker2(conv, tuple(rank), iterations=0)
     if kind == "separable":
         return fit_separable(conv, int(rank))
-    return fit_cp(conv, int(rank), iterations=CP_ITERATIONS)
+    return CP_METHOD.build(conv, int(rank))  # same layers as fit_cp builds, weights not fitted (see above)
+
+
+def cp_fit_comparison() -> list[dict]:
+    """deepshrink's CP-ALS against tensorly's ``parafac`` (same SVD start, same sweeps): time and relative error.
+
+    Random-init ResNet-18 weights, small enough for tensorly's explicit Khatri-Rao product.
+    """
+    import numpy as np
+    import tensorly as tl
+    import torchvision
+    from tensorly.decomposition import parafac
+
+    from deepshrink.factorize.cp import cp_als
+
+    torch.manual_seed(0)
+    convs = [m for m in torchvision.models.resnet18(weights=None).modules()
+             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    rows = []
+    for conv, rank in ((convs[1], 64), (convs[8], 200)):
+        w = conv.weight.detach().double()
+
+        def rel(factors: list) -> float:
+            return float((torch.einsum("nr,cr,yr,xr->ncyx", *factors) - w).norm() / w.norm())
+
+        t = time.perf_counter()
+        ours = cp_als(w, rank, CP_SWEEPS, tol=1e-12)
+        row = {"shape": list(w.shape), "rank": rank, "sweeps": CP_SWEEPS, "ours_seconds": time.perf_counter() - t,
+               "ours_error": rel(ours)}
+        t = time.perf_counter()
+        with tl.backend_context("numpy"):
+            weights, mats = parafac(w.numpy(), rank, n_iter_max=CP_SWEEPS, init="svd", tol=1e-12, random_state=0)
+        theirs = [torch.from_numpy(np.ascontiguousarray(m)) for m in mats]
+        theirs[0] = theirs[0] * torch.from_numpy(np.asarray(weights))
+        row.update(tensorly_seconds=time.perf_counter() - t, tensorly_error=rel(theirs))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -84,7 +122,7 @@ def main() -> None:
             print(json.dumps({"layer": f"{label} {name}", "ms": row["latency_ms"]}), flush=True)
     out = HERE / "results" / "factorize_speed.json"
     out.write_text(json.dumps({"machine": machine(), "rounds": ROUNDS, "repeats": REPEATS, "reduction": REDUCTION,
-                               "rows": results}, indent=2))
+                               "rows": results, "cp_fit": cp_fit_comparison()}, indent=2))
     render_section()
 
 

@@ -13,6 +13,7 @@ Run: .venv/bin/python benchmarks/bench_structured_zoo.py [NAME ...]
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sys
 import time
 import traceback
@@ -71,6 +72,27 @@ def check(name: str) -> dict:
     return row
 
 
+MODEL_SECONDS = 900  # a model whose check has not finished by then is recorded as such and the run goes on
+
+
+def _check_into(name: str, queue: multiprocessing.Queue) -> None:
+    queue.put(check(name))
+
+
+def check_with_limit(name: str) -> dict:
+    """``check(name)`` in a child process, given up after MODEL_SECONDS (some models trace for hours on 2 cores)."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    child = multiprocessing.Process(target=_check_into, args=(name, queue))
+    t0 = time.perf_counter()
+    child.start()
+    child.join(MODEL_SECONDS)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return {"model": name, "ok": False, "why": f"not finished within {MODEL_SECONDS} s on this machine", "seconds": time.perf_counter() - t0}
+    return queue.get() if not queue.empty() else {"model": name, "ok": False, "why": f"the check process died (exit {child.exitcode})"}
+
+
 # Too large to build and trace in this benchmark's time on a 2-core machine (hundreds of millions of parameters).
 TOO_LARGE = {"regnet_y_128gf", "vit_h_14", "regnet_y_32gf", "vit_l_16", "vit_l_32", "regnet_y_16gf"}
 
@@ -86,7 +108,7 @@ def main(names: list[str]) -> None:
         if name in TOO_LARGE:
             row = {"model": name, "ok": None, "why": "not run: too large for this benchmark's time budget on 2 cores"}
         else:
-            row = check(name)
+            row = check_with_limit(name)
         done[name] = row
         print(f"{name:<24} ok={row['ok']} {row.get('param_fraction', 0):.2f} {row.get('seconds', 0):.1f}s {row.get('why', '')}", flush=True)
         OUT.write_text(json.dumps({"machine": machine(), "rows": [done[k] for k in sorted(done)]}, indent=2))

@@ -244,3 +244,11 @@ def test_factoring_twice_the_same_layer_in_a_log_is_refused():
     entry = {"op": "tucker2_conv", "module": "conv2", "ranks": [2, 3]}
     with pytest.raises(FormatError, match="TuckerConv2d"):
         replay_surgery(model, [entry, entry])
+
+
+def test_non_finite_weights_are_refused_with_the_layer_named():
+    model = _model("lenet300")
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'fc2' has non-finite weights"):
+        ds.factorize_(model, ds.SVD(rank=4, latency=False))

@@ -2,7 +2,7 @@
 
 - :class:`SVD`: a Linear becomes two Linears (plain or activation-aware); Embeddings too.
 - :class:`Tucker`: Tucker-2 of a convolution (1x1, KxK core, 1x1); ranks from a ratio, energy or EVBMF.
-- :class:`CP`: four small convolutions from a CP decomposition (tensorly's ALS).
+- :class:`CP`: four small convolutions from a CP decomposition (our memory-light ALS).
 - :class:`Separable`: KxK as Kx1 then 1xK.
 - :class:`DepthwiseSeparable` and :class:`Fire`: compact filters fitted by least squares on data.
 

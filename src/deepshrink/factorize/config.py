@@ -173,7 +173,7 @@ class Tucker(FactorizeConfig):
 class CP(FactorizeConfig):
     """CP decomposition of KxK convolutions into four small convolutions (Lebedev et al. 2015).
 
-    Fitted by alternating least squares (tensorly's ``parafac``). At a rank of
+    Fitted by alternating least squares (:func:`~deepshrink.factorize.cp.cp_als`). At a rank of
     ``min(C, N) * K * K`` or more the exact decomposition is built directly.
 
     Fields:

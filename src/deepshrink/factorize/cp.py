@@ -2,10 +2,18 @@
 
 ``W[n, c, y, x] ~= sum_r A_n[n, r] A_c[c, r] A_y[y, r] A_x[x, r]``: a 1x1 conv
 (C -> R), a depthwise Kx1 and a depthwise 1xK conv over the R channels, and a
-1x1 conv (R -> N). The factors come from tensorly's ``parafac`` (alternating
-least squares from an SVD start). At ``R >= min(C, N) * Kh * Kw`` an exact
-decomposition is known in closed form (one rank-one term per input or output
-channel and kernel tap) and is used instead.
+1x1 conv (R -> N). The factors come from alternating least squares from an SVD
+start (:func:`cp_als`). At ``R >= min(C, N) * Kh * Kw`` an exact decomposition
+is known in closed form (one rank-one term per input or output channel and
+kernel tap) and is used instead.
+
+Why not tensorly's ``parafac``: it forms the Khatri-Rao product of three
+factors explicitly, ``C*N*K x R`` values for a kernel mode, which is 4.8 GB for
+a 512x512x3x3 VGG-16 weight at a third of its MACs (rank 764): a benchmark
+using it was killed for lack of memory. :func:`cp_als` contracts the weight with one
+factor at a time (``N*K*K x R`` values, 28 MB there), and on ResNet-18 weights
+it is several times faster than tensorly at the same or lower error for the
+same sweeps (BENCHMARKS.md, section ``factorize``; benchmarks/bench_factorize_speed.py).
 
 Example:
     >>> import torch
@@ -19,10 +27,8 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -65,6 +71,61 @@ def _exact_factors(w: Tensor, rank: int) -> list[Tensor]:
     return [torch.cat([f, f.new_zeros(f.shape[0], rank - terms)], 1) for f in factors]
 
 
+def _svd_start(w: Tensor, rank: int, seed: int) -> list[Tensor]:
+    """Each mode's leading left singular vectors, padded with random columns where the mode is smaller than ``rank``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for mode in range(w.dim()):
+        u = torch.linalg.svd(w.movedim(mode, 0).reshape(w.shape[mode], -1), full_matrices=False)[0][:, :rank]
+        if u.shape[1] < rank:
+            u = torch.cat([u, torch.randn(w.shape[mode], rank - u.shape[1], generator=g, dtype=w.dtype)], 1)
+        out.append(u)
+    return out
+
+
+def _solve(gram: Tensor, rhs: Tensor) -> Tensor:
+    """``rhs @ gram^-1`` (the normal equations of one ALS step); least squares where ``gram`` is singular."""
+    try:
+        return torch.linalg.solve(gram, rhs.T).T
+    except RuntimeError:  # a rank-deficient start (e.g. a zero weight): fall back to the pseudo-inverse
+        return rhs @ torch.linalg.pinv(gram)
+
+
+def cp_als(weight: Tensor, rank: int, iterations: int = 100, tol: float = 1e-7, seed: int = 0) -> list[Tensor]:
+    """CP factors ``[A_n, A_c, A_y, A_x]`` (float64) of a 4-way weight by alternating least squares.
+
+    Each step solves one factor exactly given the others; the weight is
+    contracted with one factor at a time, so memory stays ``O(N*Kh*Kw*R)``.
+    Stops after ``iterations`` sweeps or when the relative error changes by less than ``tol``.
+
+    Example:
+        >>> w = torch.einsum("nr,cr,yr,xr->ncyx", *(torch.randn(d, 2) for d in (5, 4, 3, 3)))
+        >>> f = cp_als(w, 2, iterations=200)
+        >>> float((torch.einsum("nr,cr,yr,xr->ncyx", *f) - w).norm() / w.norm()) < 1e-4
+        True
+    """
+    w = weight.detach().double().cpu()
+    a, b, y, x = _svd_start(w, rank, seed)
+    norm2 = float(w.pow(2).sum())
+    prev: float | None = None
+    for _ in range(iterations):
+        t = torch.einsum("ncyx,cr->nyxr", w, b)
+        a = _solve((b.T @ b) * (y.T @ y) * (x.T @ x), torch.einsum("nyxr,yr,xr->nr", t, y, x))
+        t = torch.einsum("ncyx,nr->cyxr", w, a)
+        b = _solve((a.T @ a) * (y.T @ y) * (x.T @ x), torch.einsum("cyxr,yr,xr->cr", t, y, x))
+        y = _solve((a.T @ a) * (b.T @ b) * (x.T @ x), torch.einsum("cyxr,cr,xr->yr", t, b, x))
+        mx = torch.einsum("cyxr,cr,yr->xr", t, b, y)
+        gram = (a.T @ a) * (b.T @ b) * (y.T @ y)
+        x = _solve(gram, mx)
+        # ||W - model||^2 from the last step's products, without building the model.
+        err2 = norm2 - 2 * float((mx * x).sum()) + float((gram * (x.T @ x)).sum())
+        err = max(err2, 0.0) ** 0.5 / max(norm2, 1e-300) ** 0.5
+        if prev is not None and abs(prev - err) < tol:
+            break
+        prev = err
+    return [a, b, y, x]
+
+
 def cp_factors(weight: Tensor, rank: int, iterations: int = 100, tol: float = 1e-7, seed: int = 0) -> list[Tensor]:
     """CP factors ``[A_n, A_c, A_y, A_x]`` (float64) of a conv weight, scales balanced across the four.
 
@@ -77,17 +138,7 @@ def cp_factors(weight: Tensor, rank: int, iterations: int = 100, tol: float = 1e
     if rank >= min(c, n) * kh * kw:
         factors = _exact_factors(w, rank)
     else:
-        import tensorly as tl
-        from tensorly.decomposition import parafac
-
-        with tl.backend_context("numpy"), warnings.catch_warnings():
-            # The SVD start warns when the rank exceeds a mode's size; it pads with random columns, as intended.
-            warnings.simplefilter("ignore", UserWarning)
-            cp = parafac(w.numpy(), rank, n_iter_max=iterations, init="svd", tol=tol, random_state=seed,
-                         normalize_factors=True)
-        weights, mats = cp
-        factors = [torch.from_numpy(np.ascontiguousarray(m)).double() for m in mats]
-        factors[0] = factors[0] * torch.from_numpy(np.asarray(weights)).double()
+        factors = cp_als(w, rank, iterations, tol, seed)
     # Give each factor the same column norm (the geometric mean): same product, better-scaled training.
     norms = torch.stack([f.norm(dim=0) for f in factors])  # [4, rank]
     scale = norms.clamp(min=1e-30).log().mean(0).exp()
@@ -140,4 +191,4 @@ class _CPMethod(Method):
 
 CP_METHOD = _CPMethod()
 
-__all__ = ["CP_METHOD", "cp_factors", "fit_cp", "full_cp_rank"]
+__all__ = ["CP_METHOD", "cp_als", "cp_factors", "fit_cp", "full_cp_rank"]

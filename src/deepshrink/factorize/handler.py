@@ -170,6 +170,11 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
     params_before = sum(p.numel() for p in model.parameters())
     report.figures["params_before"] = params_before
     layers = _select(model, config, method, report)
+    for name, m in layers.items():
+        # A decomposition of NaN/inf weights fails deep inside LAPACK; say what is wrong instead.
+        if not bool(torch.isfinite(m.weight).all()):
+            raise ValueError(f"layer {name!r} has non-finite weights (NaN or inf), so it cannot be factored: "
+                             "an earlier training step diverged; lower its learning rate or set grad_clip")
     if example_inputs is None and data is not None:
         from ..models.inputs import example_inputs as _examples
 
