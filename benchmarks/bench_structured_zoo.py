@@ -90,7 +90,9 @@ def check_with_limit(name: str) -> dict:
         child.kill()
         child.join()
         return {"model": name, "ok": False, "why": f"not finished within {MODEL_SECONDS} s on this machine", "seconds": time.perf_counter() - t0}
-    return queue.get() if not queue.empty() else {"model": name, "ok": False, "why": f"the check process died (exit {child.exitcode})"}
+    if queue.empty():  # -9: killed, on this 24 GiB machine by the kernel for lack of memory
+        return {"model": name, "ok": False, "why": f"the check process died (exit {child.exitcode}; -9 = killed, out of memory)"}
+    return queue.get()
 
 
 # Too large to build and trace in this benchmark's time on a 2-core machine (hundreds of millions of parameters).

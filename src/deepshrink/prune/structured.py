@@ -386,13 +386,14 @@ def channel_prune(
     importance = build_importance(config, model, inputs, data)
     try:
         pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
-    except (ZeroDivisionError, IndexError, KeyError, AssertionError) as err:
-        # Torch-Pruning's tracer fails on some reshapes it cannot map to channels (the channel
-        # shuffle of ShuffleNet); nothing has been changed in the model at this point.
+    except (ZeroDivisionError, IndexError, KeyError, AssertionError, TypeError) as err:
+        # Torch-Pruning's tracer fails on some reshapes and concatenations it cannot map to channels
+        # (ShuffleNet's channel shuffle, Swin's patch merging); nothing has changed in the model yet.
         raise UnsupportedModelError(
             f"channel pruning cannot trace the dependencies of {type(model).__name__} "
-            f"(Torch-Pruning's dependency graph failed with {type(err).__name__}: {err}); usually a reshape that "
-            "mixes channels, such as a channel shuffle. Prune it unstructured (deepshrink.Magnitude) or factorize it instead."
+            f"(Torch-Pruning's dependency graph failed with {type(err).__name__}: {err}); usually a reshape or concatenation "
+            "whose channel mapping it cannot infer, such as a channel shuffle or a patch merging. "
+            "Prune it unstructured (deepshrink.MagnitudePruning) or factorize it instead."
         ) from err
     for m in graph_output_layers(pruner.DG, set(names)):
         pruner.ignored_layers.extend(m.modules())
