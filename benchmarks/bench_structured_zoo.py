@@ -67,7 +67,7 @@ def check(name: str) -> dict:
         if not row["ok"]:
             row["why"] = f"outputs differ (relative {res['max_rel_diff']:.2e})"
     except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
-        row.update(ok=False, why=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", trace=traceback.format_exc()[-2000:])
+        row.update(ok=False, why=f"{type(exc).__name__}: {(str(exc).splitlines() or ['(no message)'])[0][:200]}", trace=traceback.format_exc()[-2000:])
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -75,7 +75,14 @@ def check(name: str) -> dict:
 MODEL_SECONDS = 900  # a model whose check has not finished by then is recorded as such and the run goes on
 
 
+MODEL_MEMORY = 12 * 2**30  # bytes of data a check may allocate: some traces grow without bound (swin_t)
+
+
 def _check_into(name: str, queue: multiprocessing.Queue) -> None:
+    import resource
+
+    # A MemoryError in the child is recorded as that model's failure instead of the whole machine swapping.
+    resource.setrlimit(resource.RLIMIT_DATA, (MODEL_MEMORY, MODEL_MEMORY))
     queue.put(check(name))
 
 
@@ -90,8 +97,8 @@ def check_with_limit(name: str) -> dict:
         child.kill()
         child.join()
         return {"model": name, "ok": False, "why": f"not finished within {MODEL_SECONDS} s on this machine", "seconds": time.perf_counter() - t0}
-    if queue.empty():  # -9: killed, on this 24 GiB machine by the kernel for lack of memory
-        return {"model": name, "ok": False, "why": f"the check process died (exit {child.exitcode}; -9 = killed, out of memory)"}
+    if queue.empty():
+        return {"model": name, "ok": False, "why": f"the check process died (exit {child.exitcode})"}
     return queue.get()
 
 
