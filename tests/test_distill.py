@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import deepshrink as ds
+from crash import Crash, CrashAt
 from deepshrink.distill import HintedStudent, ensemble_logits, hint_loss, kd_objective, make_adapter
 
 FAST = ds.TrainConfig(epochs=4, lr=0.05, optimizer="sgd", progress=False, eval_every_epoch=False)
@@ -136,21 +137,13 @@ def test_teacher_assistant_chain_trains_every_link(digits, teacher):
 def test_hinted_distillation_resumes_exactly(digits, teacher, tmp_path):
     """The adapters are in the checkpoint: an interrupted run resumed gives the uninterrupted result."""
 
-    class Crash(Exception):
-        pass
-
-    class CrashAt(ds.Callback):
-        def on_step_end(self, s):
-            if s.step == 30:
-                raise Crash
-
     kd = ds.KD(temperature=4.0, alpha=0.5, hints=[("fc1", "fc2")], hint_weight=0.5)
     cfg = FAST.replace(epochs=2, checkpoint_every_steps=7)
     full = _student()
     ds.distill(full, teacher, digits, kd, cfg.replace(checkpoint_dir=str(tmp_path / "a")), [ds.Callback()])
     part = _student()
     with pytest.raises(Crash):
-        ds.distill(part, teacher, digits, kd, cfg.replace(checkpoint_dir=str(tmp_path / "b")), [CrashAt()])
+        ds.distill(part, teacher, digits, kd, cfg.replace(checkpoint_dir=str(tmp_path / "b")), [CrashAt(30)])
     resumed = _student()
     ds.distill(resumed, teacher, digits, kd, cfg.replace(checkpoint_dir=str(tmp_path / "b"), resume=True), [ds.Callback()])
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):

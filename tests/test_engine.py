@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import deepshrink as ds
+from crash import Crash, CrashAt
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
 from deepshrink.errors import FormatError
 
@@ -71,19 +72,6 @@ class _Recorder(ds.Callback):
         assert int(state["t"][0]) == self.steps
 
 
-class _Crash(Exception):
-    """Stands in for a process dying mid-run."""
-
-
-class _CrashAt(ds.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, s):
-        if s.step == self.step:
-            raise _Crash
-
-
 def test_callbacks_are_called_in_order():
     model, data = _small()
     cb = _Recorder()
@@ -113,8 +101,8 @@ def test_in_process_resume_equals_uninterrupted(tmp_path):
     # Interrupted mid-epoch at step 30 (a checkpoint was written at step 28), then resumed
     # in a fresh model with fresh callbacks.
     part, _ = _small()
-    with pytest.raises(_Crash):
-        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck2")), [_Recorder(), _CrashAt(30)])
+    with pytest.raises(Crash):
+        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck2")), [_Recorder(), CrashAt(30)])
     assert load_checkpoint(tmp_path / "ck2")["step"] == 28
     resumed, _ = _small()
     cb = _Recorder()
@@ -197,8 +185,8 @@ def test_resume_of_a_pruned_run_into_a_fresh_model(tmp_path):
     ds.train(full, data, cfg.replace(checkpoint_dir=str(tmp_path / "full")), [ds.Callback()])
     part, _ = _small()
     ds.prune_(part, ds.MagnitudePruning(sparsity=0.8))
-    with pytest.raises(_Crash):
-        ds.train(part, data, cfg, [_CrashAt(25)])
+    with pytest.raises(Crash):
+        ds.train(part, data, cfg, [CrashAt(25)])
     fresh, _ = _small()  # not pruned: the checkpoint brings the masks
     ds.train(fresh, data, cfg.replace(resume=True), [ds.Callback()])
     assert ds.prune.sparsity(fresh) == ds.prune.sparsity(full) > 0.5

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import deepshrink as ds
+from crash import Crash, CrashAt
 from deepshrink.prune.lottery import LotteryConfig, RewindPoint, prune_round, rewind_, run_lottery, weights_of
 from deepshrink.train.checkpoint import load_checkpoint
 
@@ -66,19 +67,11 @@ def test_masks_only_shrink_from_round_to_round_at_exact_levels():
 def test_rewind_point_survives_a_crash_and_resume(tmp_path):
     data = ds.data.load("digits")
 
-    class Crash(Exception):
-        pass
-
-    class CrashAt(ds.Callback):
-        def on_step_end(self, s):
-            if s.step == 30:
-                raise Crash
-
     cfg = FULL.replace(epochs=2, checkpoint_every_steps=7)
     ref = RewindPoint(25)
     ds.train(_small(), data, cfg.replace(checkpoint_dir=str(tmp_path / "a")), [ref])
     with pytest.raises(Crash):
-        ds.train(_small(), data, cfg.replace(checkpoint_dir=str(tmp_path / "b")), [RewindPoint(25), CrashAt()])
+        ds.train(_small(), data, cfg.replace(checkpoint_dir=str(tmp_path / "b")), [RewindPoint(25), CrashAt(30)])
     assert load_checkpoint(tmp_path / "b")["step"] == 28
     resumed = RewindPoint(25)
     ds.train(_small(seed=3), data, cfg.replace(checkpoint_dir=str(tmp_path / "b"), resume=True), [resumed, ds.Callback()])

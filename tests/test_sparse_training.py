@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import deepshrink as ds
+from crash import Crash, CrashAt
 from deepshrink.prune.masks import apply_mask, get_mask, set_mask
 from deepshrink.prune.sparse_training import allocate, initial_counts
 from deepshrink.train.checkpoint import load_checkpoint
@@ -110,19 +111,6 @@ def test_bad_settings_name_the_field():
         ds.SparseMomentum(density=0.2, regrowth="best")
 
 
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(ds.Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, s):
-        if s.step == self.step:
-            raise _Crash
-
-
 @pytest.mark.parametrize("method", [ds.SparseMomentum, ds.SET])
 def test_crash_mid_run_then_resume_equals_uninterrupted(tmp_path, method):
     # 20 steps per epoch; updates at steps 20 and 40; the crash at step 30 resumes from step 28,
@@ -132,8 +120,8 @@ def test_crash_mid_run_then_resume_equals_uninterrupted(tmp_path, method):
     ref = method(density=0.2)
     ds.train(full, data, cfg.replace(checkpoint_dir=str(tmp_path / "full")), [ref])
     part, _ = _small()
-    with pytest.raises(_Crash):
-        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck")), [method(density=0.2), _CrashAt(30)])
+    with pytest.raises(Crash):
+        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck")), [method(density=0.2), CrashAt(30)])
     assert load_checkpoint(tmp_path / "ck")["step"] == 28
     fresh, _ = _small(seed=5)  # another init: everything must come from the checkpoint
     cb = method(density=0.2)

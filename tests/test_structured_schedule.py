@@ -8,22 +8,10 @@ import pytest
 import torch
 
 import deepshrink as ds
+from crash import Crash, CrashAt
 from deepshrink.prune.cost import MacsWithoutTimeWarning, check_step
 from deepshrink.prune.structured_schedule import IterativeChannelPruning
 from deepshrink.surgery import surgery_log
-
-
-class _Crash(Exception):
-    pass
-
-
-class _CrashAt(ds.Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, s):
-        if s.step == self.step:
-            raise _Crash
 
 
 def _setup():
@@ -56,8 +44,8 @@ def test_interrupted_iterative_pruning_resumes_exactly(tmp_path):
     ds.train(full, data, cfg.replace(checkpoint_dir=str(tmp_path / "full")), [_schedule(x)])
     part, _, _ = _setup()
     # Crash in the second epoch, after the second round pruned the model further.
-    with pytest.raises(_Crash):
-        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck")), [_schedule(x), _CrashAt(31)])
+    with pytest.raises(Crash):
+        ds.train(part, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck")), [_schedule(x), CrashAt(31)])
     fresh, _, _ = _setup()  # unpruned: the checkpoint's surgery log rebuilds the architecture
     ds.train(fresh, data, cfg.replace(checkpoint_dir=str(tmp_path / "ck"), resume=True), [_schedule(x), ds.Callback()])
     assert surgery_log(fresh) == surgery_log(full)

@@ -135,3 +135,18 @@ def model_spec(model: nn.Module) -> dict[str, Any] | None:
     """
     spec = getattr(model, _SPEC_ATTR, None)
     return copy.deepcopy(spec)
+
+
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in place of the submodule called ``name`` (dotted path) of ``model``.
+
+    Every surgery that swaps a layer (factorization, int8, binary, sparse) goes through here.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2))
+        >>> set_module(m, "0", nn.Identity())
+        >>> type(m[0]).__name__
+        'Identity'
+    """
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)

@@ -31,14 +31,14 @@ from ..analysis.macs import total_macs
 from ..data.bundle import DataBundle
 from ..dispatch import Report, factorize_
 from ..errors import ConfigError
-from ..surgery import record_surgery, replay_surgery
+from ..surgery import record_surgery, replay_surgery, set_module
 from .calibrate import LossProbe, collect, data_batches, layer_examples
 from .compact import DEPTHWISE_METHOD, fire_method
 from .config import CP, SVD, DepthwiseSeparable, FactorizeConfig, Fire, Separable, Tucker
 from .cp import CP_METHOD
 from .layers import FACTORED_TYPES
 from .method import LayerData, Method, Rank, rank_at_most
-from .ranks import allocate, layer_cost, sensitivity_curves, set_module
+from .ranks import allocate, layer_cost, sensitivity_curves
 from .separable import SEPARABLE_METHOD
 from .svd import SVD_METHOD
 from .tucker import TUCKER_METHOD

@@ -28,6 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..surgery import set_module
 from .config import FactorizeConfig
 from .method import Method, Rank, rank_at_most
 
@@ -44,20 +45,6 @@ class Option:
     rank: Rank | None
     cost: float
     delta: float
-
-
-def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at the qualified ``name`` inside ``model``.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(2, 2))
-        >>> set_module(m, "0", nn.Identity())
-        >>> type(m[0]).__name__
-        'Identity'
-    """
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 def layer_cost(method: Method, module: nn.Module, rank: Rank | None, target: str, example: Tensor | None) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from ..surgery import register_surgery
+from ..surgery import register_surgery, set_module
 from .compact import full_multiplier
 from .cp import full_cp_rank
 from .layers import (
@@ -34,7 +34,6 @@ from .layers import (
     TuckerConv2d,
 )
 from .method import conv2d_reason
-from .ranks import set_module
 from .separable import full_separable_rank
 
 

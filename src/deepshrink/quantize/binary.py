@@ -42,9 +42,9 @@ from ..codec.tensor_codecs import register_module_hook
 from ..config import Config, check_choice, check_range, register_config
 from ..dispatch import Report, quantize_
 from ..errors import ConfigError
-from ..surgery import register_surgery
+from ..surgery import register_surgery, set_module
 from ..train.callbacks import Callback, TrainState
-from .int8_modules import IntegerLayer, replace_module
+from .int8_modules import IntegerLayer
 
 BINARY_METHODS = ("binaryconnect", "xnor")
 _CONVS = {nn.Conv1d: (1, F.conv1d), nn.Conv2d: (2, F.conv2d), nn.Conv3d: (3, F.conv3d)}
@@ -396,7 +396,7 @@ def convert_low_bit(model: nn.Module) -> list[str]:
                 layer.bias.copy_(module.bias.detach())
         if not torch.equal(layer.weight(), w):  # the codes must give back what training computed with
             raise RuntimeError(f"{name}: low-bit conversion changed the weight values")
-        replace_module(model, name, layer)
+        set_module(model, name, layer)
         groups.setdefault((p.levels, per_channel), []).append(name)
     for (levels, per_channel), mods in groups.items():
         record_surgery(model, {"op": "low_bit", "modules": mods, "levels": levels, "per_channel": per_channel})
@@ -423,5 +423,5 @@ def replay_low_bit(model: nn.Module, entry: dict[str, Any]) -> None:
         raise ValueError("'levels' must be 2 or 3 and 'per_channel' true or false")
     for name in names:
         layer = LowBitLayer.like(model.get_submodule(name), levels=levels, per_channel=per_channel)
-        replace_module(model, name, layer)
+        set_module(model, name, layer)
 

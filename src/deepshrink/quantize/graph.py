@@ -35,7 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .int8_modules import Int8Conv, Int8Linear, replace_module
+from .int8_modules import Int8Conv, Int8Linear
+from ..surgery import set_module
 
 GRAPH_ATTR = "int8_graph"
 
@@ -227,7 +228,7 @@ def swap_torch_layers(root: nn.Module, *, weight_bits: int) -> int:
         _copy_quantized(new, module, w)
         swaps.append((name, new))
     for name, new in swaps:
-        replace_module(root, name, new)
+        set_module(root, name, new)
     return len(swaps)
 
 

@@ -37,9 +37,9 @@ from torch import Tensor, nn
 from ..config import Config, check_choice, check_range, register_config
 from ..dispatch import Report, quantize_
 from ..errors import ConfigError
-from ..surgery import record_surgery, register_surgery
+from ..surgery import record_surgery, register_surgery, set_module
 from .graph import build_graph, install_graph, rebuild_graph
-from .int8_modules import DynamicInt8Linear, Int8Conv, Int8Linear, IntegerLayer, quantize_weight, replace_module
+from .int8_modules import DynamicInt8Linear, Int8Conv, Int8Linear, IntegerLayer, quantize_weight
 
 WEIGHT_SCHEMES = ("per_channel", "per_tensor")
 ACTIVATIONS = ("static", "dynamic")
@@ -248,7 +248,7 @@ def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool)
         if not name or not _selected(name, cfg):
             continue
         if type(m) is nn.Linear:
-            replace_module(model, name, DynamicInt8Linear.from_float(m, per_channel=per_channel, reduce_range=reduce_range))
+            set_module(model, name, DynamicInt8Linear.from_float(m, per_channel=per_channel, reduce_range=reduce_range))
             names.append(name)
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             report.skipped[name] = "dynamic int8 covers Linear layers; use activations='static' for convolutions"
@@ -298,7 +298,7 @@ def _layers(model: nn.Module, cfg: Int8, batches: list[tuple[Any, ...]], per_cha
             layer.input_scale.fill_(float(in_s)), layer.input_zero_point.fill_(int(in_z))
             layer.scale.fill_(float(out_s)), layer.zero_point.fill_(int(out_z))
         layer.invalidate()
-        replace_module(model, name, layer)
+        set_module(model, name, layer)
         report.changed.append(name)
     if report.changed:
         record_surgery(model, {"op": "int8_layers", "modules": report.changed, "per_channel": per_channel, "weight_bits": 8})
@@ -374,7 +374,7 @@ def replay_int8_dynamic(model: nn.Module, entry: dict[str, Any]) -> None:
             raise ValueError(f"{name!r} is a {type(m).__name__}, not a Linear layer")
         layer = DynamicInt8Linear(m.in_features, m.out_features, m.bias is not None, per_channel=per_channel,
                                   reduce_range=reduce_range, weight_bits=bits, device=m.weight.device)
-        replace_module(model, name, layer)
+        set_module(model, name, layer)
 
 
 @register_surgery("int8_layers")
@@ -390,7 +390,7 @@ def replay_int8_layers(model: nn.Module, entry: dict[str, Any]) -> None:
     _check_keys(entry, {"modules", "per_channel", "weight_bits"})
     per_channel, bits = _flag(entry, "per_channel"), _bits(entry)
     for name in _names(entry):
-        replace_module(model, name, int8_layer_like(model.get_submodule(name), per_channel=per_channel, weight_bits=bits))
+        set_module(model, name, int8_layer_like(model.get_submodule(name), per_channel=per_channel, weight_bits=bits))
 
 
 @register_surgery("int8_graph")

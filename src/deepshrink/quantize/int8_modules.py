@@ -38,26 +38,13 @@ from torch import Tensor, nn
 
 from ..codec.tensor_codecs import register_module_hook
 
-__all__ = ["DynamicInt8Linear", "Int8Conv", "Int8Linear", "IntegerLayer", "quantize_weight", "replace_module"]
+__all__ = ["DynamicInt8Linear", "Int8Conv", "Int8Linear", "IntegerLayer", "quantize_weight"]
 
 _CONV_OPS = {
     1: (torch.ops.quantized.conv1d_prepack, torch.ops.quantized.conv1d, torch.ops.quantized.conv1d_relu),
     2: (torch.ops.quantized.conv2d_prepack, torch.ops.quantized.conv2d, torch.ops.quantized.conv2d_relu),
     3: (torch.ops.quantized.conv3d_prepack, torch.ops.quantized.conv3d, torch.ops.quantized.conv3d_relu),
 }
-
-
-def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` in place of the submodule called ``name`` (dotted path) of ``root``.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(2, 2))
-        >>> replace_module(m, "0", nn.Identity())
-        >>> type(m[0]).__name__
-        'Identity'
-    """
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
 def quantize_weight(weight: Tensor, *, per_channel: bool = True, bits: int = 8) -> tuple[Tensor, Tensor, Tensor]:

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..dispatch import Report
 from ..errors import ConfigError
-from ..surgery import record_surgery, register_surgery, surgery_log
+from ..surgery import record_surgery, register_surgery, set_module, surgery_log
 from .layers import SparseConv2d, SparseLinear
 
 OP = "sparse_layer"
@@ -69,12 +69,6 @@ def sparse_form(layer: nn.Module) -> nn.Module:
 def _weight_density(layer: nn.Module) -> float:
     w = layer.weight.detach()
     return float((w != 0).sum()) / max(1, w.numel())
-
-
-def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _median_time(fn: Callable[[], Any], min_seconds: float) -> float:
@@ -194,7 +188,7 @@ def to_sparse_(
         report.per_layer[name] = {"density": _weight_density(layer), **{k: round(v, 4) for k, v in timing.items()},
                                   "sparse": chosen}
         if chosen:
-            _swap(model, name, sparse)
+            set_module(model, name, sparse)
             record_surgery(model, {"op": OP, "module": name})
             report.changed.append(name)
         else:
@@ -217,7 +211,7 @@ def sparsify_recorded_(model: nn.Module) -> list[str]:
     for name in names:
         layer = model.get_submodule(name)
         if isinstance(layer, (nn.Linear, nn.Conv2d)):
-            _swap(model, name, sparse_form(layer))
+            set_module(model, name, sparse_form(layer))
     return names
 
 
