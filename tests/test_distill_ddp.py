@@ -38,6 +38,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         _distill(os.path.join(out_dir, f"rank{rank}.safetensors"))
+        dist.barrier()  # both ranks done before either tears the group down (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 

@@ -144,6 +144,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         from safetensors.torch import save_file
 
         save_file(state, os.path.join(out_dir, f"rank{rank}.safetensors"))
+        dist.barrier()  # both ranks done before either tears the group down (gloo aborts otherwise)
     finally:
         dist.destroy_process_group()
 
