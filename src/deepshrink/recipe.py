@@ -12,6 +12,7 @@ A recipe file looks like::
         config: {type: kmeans_sharing, bits: {conv: 8, linear: 5}}
         finetune: {epochs: 2, lr: 0.0001}
     distill: {temperature: 4, alpha: 0.7}   # optional
+    calibration: {augment: words, copies: 1}  # optional, text data only
 
 With ``distill``, every fine-tuning stage learns from the outputs of the model
 as it was before the recipe ran (Hinton et al. 2015), as well as from the labels.
@@ -19,6 +20,12 @@ On text data (``task == "text"``, e.g. ``text:pydoc``) there are no labels:
 fine-tuning stages always match the embeddings and token states of the model as
 it was before the recipe ran (:func:`deepshrink.distill.embedding.embedding_objective`),
 and each stage reports the validation cosine similarity to it.
+
+With ``calibration: {augment: words}`` the compression stages calibrate on the
+training sentences plus ``copies`` word-replaced versions of each
+(:func:`deepshrink.data.text_augment.widen_text_data`), so that the activation
+statistics they fit hold beyond the training text's domain; fine-tuning stages
+augment their batches the same way with ``finetune: {augment: words}``.
 
 Each ``config`` is a registered config (see :mod:`deepshrink.config`); each
 ``finetune`` holds :class:`~deepshrink.TrainConfig` fields. Named recipes
@@ -46,7 +53,8 @@ from .train.config import TrainConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 _STAGE_KEYS = ("name", "config", "finetune")
-_RECIPE_KEYS = ("name", "description", "stages", "distill")
+_RECIPE_KEYS = ("name", "description", "stages", "distill", "calibration")
+_CALIBRATION_KEYS = ("augment", "copies", "rate")
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,35 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class CalibrationData:
+    """How a recipe widens text data for its compression stages' calibration.
+
+    ``augment="words"`` adds ``copies`` versions of every training sentence with
+    a ``rate`` of its words replaced by vocabulary words; ``"none"`` uses the data as given.
+
+    Example:
+        >>> CalibrationData(augment="words", copies=2).copies
+        2
+        >>> CalibrationData(augment="pixels")
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: calibration.augment='pixels' is invalid: expected 'words' or 'none'
+    """
+
+    augment: str = "none"
+    copies: int = 1
+    rate: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.augment not in ("none", "words"):
+            raise ConfigError("calibration.augment", self.augment, "'words' or 'none'")
+        if isinstance(self.copies, bool) or not isinstance(self.copies, int) or not 1 <= self.copies <= 16:
+            raise ConfigError("calibration.copies", self.copies, "an integer from 1 to 16")
+        if isinstance(self.rate, bool) or not isinstance(self.rate, (int, float)) or not 0 < self.rate <= 1:
+            raise ConfigError("calibration.rate", self.rate, "a fraction of words in (0, 1]")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A named list of stages.
 
@@ -77,6 +114,7 @@ class Recipe:
     stages: tuple[Stage, ...]
     description: str = ""
     distill: KD | None = None
+    calibration: CalibrationData | None = None
 
     def to_dict(self) -> dict[str, Any]:
         stages = []
@@ -90,6 +128,8 @@ class Recipe:
         out: dict[str, Any] = {"name": self.name, "description": self.description, "stages": stages}
         if self.distill is not None:
             out["distill"] = {k: v for k, v in config_to_dict(self.distill).items() if k not in ("type", "version")}
+        if self.calibration is not None:
+            out["calibration"] = {"augment": self.calibration.augment, "copies": self.calibration.copies, "rate": self.calibration.rate}
         return out
 
 
@@ -141,7 +181,17 @@ def recipe_from_dict(data: Any) -> Recipe:
         kd = config_from_dict({"type": "kd", **data["distill"]})
         assert isinstance(kd, KD)
         distill = kd
-    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")), distill=distill)
+    calibration = None
+    if data.get("calibration") is not None:
+        raw_cal = data["calibration"]
+        if not isinstance(raw_cal, dict):
+            raise ConfigError("calibration", raw_cal, "a mapping such as {augment: words, copies: 1}")
+        for key in raw_cal:
+            if key not in _CALIBRATION_KEYS:
+                raise ConfigError(f"calibration.{key}", raw_cal[key], "a calibration field: " + ", ".join(_CALIBRATION_KEYS))
+        calibration = CalibrationData(**raw_cal)
+    return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")), distill=distill,
+                  calibration=calibration)
 
 
 def builtin_recipes() -> list[str]:
@@ -196,6 +246,22 @@ class RecipeReport:
         return {"recipe": self.recipe, "stages": self.stages, "seconds": self.seconds}
 
 
+def _calibration_data(model: nn.Module, data: DataBundle, calibration: CalibrationData | None) -> DataBundle:
+    """The data the compression stages calibrate on: ``data``, widened by word replacement when the recipe asks."""
+    if calibration is None or calibration.augment == "none":
+        return data
+    if data.task != "text":
+        raise ConfigError("calibration.augment", calibration.augment,
+                          f"'none' for {data.task} data ({data.name}): word replacement widens text data only")
+    from .data.text_augment import vocabulary_words, widen_text_data
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError("calibration.augment", calibration.augment,
+                          f"'none': {type(model).__name__} has no tokenizer to draw replacement words from")
+    return widen_text_data(data, vocabulary_words(tokenizer), copies=calibration.copies, rate=calibration.rate)
+
+
 def run_recipe(
     model: nn.Module,
     data: DataBundle,
@@ -237,12 +303,13 @@ def run_recipe(
         # matching the model as it was before the recipe (its embeddings and token states).
         reference = copy.deepcopy(model)
         objective = embedding_objective(reference)
+    calibration_data = _calibration_data(model, data, recipe.calibration)
     for stage in recipe.stages:
         entry: dict[str, Any] = {"name": stage.name}
         t0 = time.perf_counter()
         if stage.config is not None:
             verb = verb_for(stage.config)
-            result = verb(model, stage.config, data=data, example_inputs=example_inputs)
+            result = verb(model, stage.config, data=calibration_data, example_inputs=example_inputs)
             entry["method"] = result.method
             entry["report"] = result.to_dict()
         if stage.finetune is not None:

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset, default_collate
 
 
-def _generator(*parts: int) -> torch.Generator:
+def seeded_generator(*parts: int) -> torch.Generator:
+    """A CPU generator seeded by a stable mix of integers (seed, epoch, batch, ...).
+
+    Example:
+        >>> float(torch.rand((), generator=seeded_generator(0, 1))) == float(torch.rand((), generator=seeded_generator(0, 1)))
+        True
+    """
     seed = 0
     for p in parts:  # a simple, stable mix of the parts into one 63-bit seed
         seed = (seed * 1_000_003 + int(p) + 0x9E3779B97F4A7C15) % (2**63 - 1)
@@ -46,7 +52,7 @@ class GlobalBatchSampler:
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[int, torch.Tensor, int]]:
         """(batch index, this rank's indices, global batch size), from batch ``start`` on."""
         if self.shuffle:
-            perm = torch.randperm(self.n, generator=_generator(self.seed, epoch))
+            perm = torch.randperm(self.n, generator=seeded_generator(self.seed, epoch))
         else:
             perm = torch.arange(self.n)
         for i in range(start, len(self)):
@@ -81,7 +87,7 @@ def augment_images(
     """
     if kind == "none" or x.dim() != 4:
         return x
-    g = _generator(seed, epoch, batch, 7)
+    g = seeded_generator(seed, epoch, batch, 7)
     n = global_size
     h, w = x.shape[-2:]
     if kind == "shift":

@@ -9,7 +9,11 @@ from ..errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "step")
-AUGMENTATIONS = ("none", "shift", "affine")
+# "shift" and "affine" perturb images; "words" replaces words of text batches by words of the
+# tokenizer's vocabulary (deepshrink.data.text_augment), for distilling embedding models.
+AUGMENTATIONS = ("none", "shift", "affine", "words")
+IMAGE_AUGMENTATIONS = ("shift", "affine")
+TEXT_AUGMENTATIONS = ("words",)
 
 
 @register_config("train")

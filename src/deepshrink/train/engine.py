@@ -22,10 +22,10 @@ from torch.utils.data import Dataset
 
 from ..data.bundle import DataBundle
 from ..errors import ConfigError
-from .batches import GlobalBatchSampler, augment_images, fetch, split_batch
+from .batches import GlobalBatchSampler, augment_images, fetch, seeded_generator, split_batch
 from .callbacks import Callback, TrainState
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from .config import FINETUNE_DEFAULTS, TrainConfig
+from .config import FINETUNE_DEFAULTS, IMAGE_AUGMENTATIONS, TEXT_AUGMENTATIONS, TrainConfig
 from .distributed import DistContext, barrier, setup_distributed, teardown_distributed
 from .progress import ProgressDisplay
 from ..surgery import replay_surgery, surgery_log
@@ -167,6 +167,35 @@ def train(
         teardown_distributed(ctx)
 
 
+def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: DistContext) -> Callable[[Any, int, int], Any] | None:
+    """The batch transform for ``augment="words"`` on text data (None when there is none to apply).
+
+    Refuses an augmentation made for the other kind of data, rather than silently training without it.
+    """
+    if cfg.augment == "none":
+        return None
+    if data.task != "text":
+        if cfg.augment in TEXT_AUGMENTATIONS:
+            raise ConfigError("augment", cfg.augment, f"one of {', '.join(IMAGE_AUGMENTATIONS)} or 'none' for {data.task} data "
+                              "('words' augments sentences)", "TrainConfig")
+        return None
+    if cfg.augment not in TEXT_AUGMENTATIONS:
+        raise ConfigError("augment", cfg.augment, "'words' or 'none' for text data (shift and affine move image pixels)", "TrainConfig")
+    from ..data.text_augment import replace_words, vocabulary_words
+
+    tokenizer = getattr(getattr(model, "module", model), "tokenizer", None)
+    if tokenizer is None:
+        raise ConfigError("augment", cfg.augment, "'none': augment='words' draws from the model's tokenizer, and "
+                          f"{type(model).__name__} has none", "TrainConfig")
+    words = vocabulary_words(tokenizer)
+
+    def augment(batch: Any, epoch: int, b: int) -> Any:
+        # Seeded by (seed, epoch, batch, rank): a resumed run sees the same augmented batches.
+        return replace_words(list(batch), words, generator=seeded_generator(cfg.seed, epoch, b, 11, ctx.rank))
+
+    return augment
+
+
 def _run(
     model: nn.Module,
     data: DataBundle,
@@ -179,6 +208,7 @@ def _run(
     if cfg.batch_size % ctx.world_size != 0:
         raise ConfigError("batch_size", cfg.batch_size, f"a multiple of the number of processes ({ctx.world_size})", "TrainConfig")
     model.to(device)
+    augment_text = _text_augmenter(model, data, cfg, ctx)
     sampler = GlobalBatchSampler(len(data.train), cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank)  # type: ignore[arg-type]
     steps_per_epoch = len(sampler)
     total_steps = cfg.epochs * steps_per_epoch
@@ -249,6 +279,8 @@ def _run(
                 batch = fetch(data.train, idx)
                 if data.task == "classification" and cfg.augment != "none":
                     batch = [augment_images(batch[0], cfg.augment, cfg.seed, state.epoch, b, global_n, ctx.world_size, ctx.rank), *batch[1:]]
+                elif augment_text is not None:
+                    batch = augment_text(batch, state.epoch, b)
                 batch = _to_device(batch, device)
                 losses = objective(net, batch, state)
                 n_local = len(idx)
