@@ -90,3 +90,11 @@ def test_augmentation_must_fit_the_data() -> None:
     model = ds.models.create("lenet300", in_features=64, num_classes=4)
     with pytest.raises(ds.ConfigError, match="augment"):
         ds.train(model, images, ds.TrainConfig(epochs=1, augment="words", progress=False))
+
+
+def test_words_need_a_model_with_a_tokenizer() -> None:
+    data = ds.data.load("text:pydoc")
+    model = nn.Linear(2, 2)
+    with pytest.raises(ds.SpecError, match="no tokenizer"):
+        ds.train(model, data, ds.TrainConfig(epochs=1, max_steps=1, augment="words", progress=False),
+                 objective=lambda m, b, s: m.weight.sum())

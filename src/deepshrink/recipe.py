@@ -45,6 +45,7 @@ from torch import nn
 
 from .config import Config, config_from_dict, config_to_dict
 from .data.bundle import DataBundle
+from .data.text_augment import WORD_RATE
 from .dispatch import verb_for
 from .distill.config import KD
 from .errors import ConfigError, SpecError
@@ -89,7 +90,7 @@ class CalibrationData:
 
     augment: str = "none"
     copies: int = 1
-    rate: float = 0.4
+    rate: float = WORD_RATE
 
     def __post_init__(self) -> None:
         if self.augment not in ("none", "words"):
@@ -253,13 +254,9 @@ def _calibration_data(model: nn.Module, data: DataBundle, calibration: Calibrati
     if data.task != "text":
         raise ConfigError("calibration.augment", calibration.augment,
                           f"'none' for {data.task} data ({data.name}): word replacement widens text data only")
-    from .data.text_augment import vocabulary_words, widen_text_data
+    from .data.text_augment import model_words, widen_text_data
 
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise ConfigError("calibration.augment", calibration.augment,
-                          f"'none': {type(model).__name__} has no tokenizer to draw replacement words from")
-    return widen_text_data(data, vocabulary_words(tokenizer), copies=calibration.copies, rate=calibration.rate)
+    return widen_text_data(data, model_words(model), copies=calibration.copies, rate=calibration.rate)
 
 
 def run_recipe(

@@ -71,6 +71,22 @@ def vocabulary_words(tokenizer: Any) -> list[str]:
     return words
 
 
+def model_words(model: Any) -> list[str]:
+    """:func:`vocabulary_words` of ``model.tokenizer`` (through a DDP wrapper); SpecError when the model has none.
+
+    Example:
+        >>> model_words(object())
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.SpecError: object has no tokenizer to draw replacement words from; word augmentation needs a text model such as minilm (or use augment: none)
+    """
+    tokenizer = getattr(getattr(model, "module", model), "tokenizer", None)
+    if tokenizer is None:
+        raise SpecError(f"{type(model).__name__} has no tokenizer to draw replacement words from; "
+                        "word augmentation needs a text model such as minilm (or use augment: none)")
+    return vocabulary_words(tokenizer)
+
+
 def replace_words(
     sentences: Sequence[str],
     words: Sequence[str],
@@ -134,4 +150,4 @@ def widen_text_data(data: DataBundle, words: Sequence[str], *, copies: int = 1, 
     return DataBundle(data.name, SentenceDataset(widened), data.val, data.test, data.input_shape, data.num_classes, data.task, meta)
 
 
-__all__ = ["WORD_RATE", "WORD_SHARE", "replace_words", "vocabulary_words", "widen_text_data"]
+__all__ = ["WORD_RATE", "WORD_SHARE", "model_words", "replace_words", "vocabulary_words", "widen_text_data"]

@@ -181,13 +181,9 @@ def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: D
         return None
     if cfg.augment not in TEXT_AUGMENTATIONS:
         raise ConfigError("augment", cfg.augment, "'words' or 'none' for text data (shift and affine move image pixels)", "TrainConfig")
-    from ..data.text_augment import replace_words, vocabulary_words
+    from ..data.text_augment import model_words, replace_words
 
-    tokenizer = getattr(getattr(model, "module", model), "tokenizer", None)
-    if tokenizer is None:
-        raise ConfigError("augment", cfg.augment, "'none': augment='words' draws from the model's tokenizer, and "
-                          f"{type(model).__name__} has none", "TrainConfig")
-    words = vocabulary_words(tokenizer)
+    words = model_words(model)
 
     def augment(batch: Any, epoch: int, b: int) -> Any:
         # Seeded by (seed, epoch, batch, rank): a resumed run sees the same augmented batches.
