@@ -45,7 +45,7 @@ from torch import nn
 
 from .config import Config, config_from_dict, config_to_dict
 from .data.bundle import DataBundle
-from .data.text_augment import WORD_RATE
+from .data.text_augment import WORD_RATE, model_words, widen_text_data
 from .dispatch import verb_for
 from .distill.config import KD
 from .errors import ConfigError, SpecError
@@ -254,8 +254,6 @@ def _calibration_data(model: nn.Module, data: DataBundle, calibration: Calibrati
     if data.task != "text":
         raise ConfigError("calibration.augment", calibration.augment,
                           f"'none' for {data.task} data ({data.name}): word replacement widens text data only")
-    from .data.text_augment import model_words, widen_text_data
-
     return widen_text_data(data, model_words(model), copies=calibration.copies, rate=calibration.rate)
 
 
