@@ -100,7 +100,6 @@ def prune_and_finetune(base: torch.nn.Module, data: Any, criterion: str, ft: ds.
     cfg = ds.ChannelPruning(ratio=RATIO, importance=importance, seed=seed)
     if hasattr(cfg, "measure_latency"):
         cfg = cfg.replace(measure_latency=False)  # not measured here; keeps the prune time comparable
-    _route_importance(model, cfg, inputs, data)
     report = ds.prune_(model, cfg, example_inputs=inputs, data=data)
     row["prune_seconds"] = time.perf_counter() - t
     row["param_ratio"] = report.figures["param_ratio"]
@@ -110,19 +109,6 @@ def prune_and_finetune(base: torch.nn.Module, data: Any, criterion: str, ft: ds.
     row["seconds"] = time.perf_counter() - t
     print(json.dumps(row), flush=True)
     return row
-
-
-def _route_importance(model: torch.nn.Module, cfg: ds.ChannelPruning, inputs: Any, data: Any) -> None:
-    # Until structured.py calls build_importance itself, hand it the importance built here (same object it would build).
-    from deepshrink.prune import structured
-
-    if hasattr(structured, "build_importance"):
-        return
-    from deepshrink.prune.importance import build_importance
-
-    imp = build_importance(cfg, model, inputs, data)
-    structured.make_importance = lambda _name: imp  # type: ignore[attr-defined]
-    structured.needs_gradients = lambda _name: False  # type: ignore[attr-defined]
 
 
 def _has_bn(model: torch.nn.Module) -> bool:

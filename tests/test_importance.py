@@ -20,7 +20,8 @@ from deepshrink.prune.activation_importance import (
     activation_chains,
     activation_statistics,
 )
-from deepshrink.prune.importance import IMPORTANCES, build_importance, make_importance, needs_data, taylor_gradients
+from deepshrink.prune.importance import IMPORTANCES, build_importance, make_importance, needs_data
+from deepshrink.prune.taylor import TaylorImportance, taylor_contributions
 
 
 def _bundle(x: torch.Tensor, y: torch.Tensor) -> DataBundle:
@@ -118,18 +119,58 @@ def test_group_score_is_mean_over_coupled_producers_and_stale_scores_refuse():
         stale(group)
 
 
-def test_taylor_gradients_use_labelled_batches():
+def test_taylor_changes_are_exact_per_sample_and_survive_inplace_relu():
+    # sum over positions of a * dL_n/da for each sample n, where a is the batch norm's output (the gate),
+    # even though an in-place ReLU overwrites that output afterwards.
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3)
+    bn.running_mean.uniform_(-0.2, 0.2)
+    bn.running_var.uniform_(0.5, 2.0)
+    model = nn.Sequential(conv, bn, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4)).eval()
+    x, y = torch.randn(6, 1, 5, 5), torch.randint(0, 4, (6,))
+    got = taylor_contributions(model, (x[:1],), [((x[:4],), y[:4]), ((x[4:],), y[4:])], [conv])[conv]
+    want = []
+    for n in range(6):
+        a = bn(conv(x[n : n + 1])).detach().requires_grad_(True)
+        out = model[5](model[4](model[3](torch.relu(a))))
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(out, y[n : n + 1]), a)
+        want.append((a * g).sum((2, 3)).detach())
+    torch.testing.assert_close(got, torch.cat(want))
+    assert conv.weight.grad is None and conv.weight.requires_grad  # parameters untouched
+
+
+def test_taylor_scores_square_each_sample_before_averaging_and_add_coupled_producers():
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+
+    class Sum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.head = a, b, nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.a(x) + self.b(x))
+
+    model = Sum()
+    # Channel 0 helps some samples and hurts others: its mean change is 0, its importance is not.
+    imp = TaylorImportance({a: torch.tensor([[2.0, 1.0], [-2.0, 1.0]]), b: torch.tensor([[1.0, 0.0], [1.0, 0.0]])})
+    assert imp.scores[a].tolist() == [4.0, 1.0]
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3))
+    group = dg.get_pruning_group(a, tp.prune_linear_out_channels, idxs=[0, 1])
+    # per sample: channel 0 -> 3, -1 (mean square 5); channel 1 -> 1, 1 (1); divided by the mean (3)
+    torch.testing.assert_close(imp(group), torch.tensor([5.0, 1.0]) / 3.0)
+    with pytest.raises(RuntimeError, match="build_importance"):
+        TaylorImportance({a: torch.ones(2, 5)})(group)
+
+
+def test_taylor_through_build_importance_uses_labelled_batches():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
     x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
-    taylor_gradients(model, (x[:1],), _bundle(x, y), batches=2, batch_size=16)
-    want = copy.deepcopy(model)
-    want.zero_grad()
-    for s in (slice(0, 16), slice(16, 32)):
-        nn.functional.cross_entropy(want(x[s]), y[s]).backward()
-    torch.testing.assert_close(model[0].weight.grad, want[0].weight.grad)
-    imp = build_importance(ds.ChannelPruning(importance="taylor", batches=2), model, (x[:1],), _bundle(x, y))
-    assert type(imp).__name__ == "TaylorImportance" and model[0].weight.grad is not None
+    imp = build_importance(ds.ChannelPruning(importance="taylor", batches=2, batch_size=16), model, (x[:1],), _bundle(x, y))
+    assert isinstance(imp, TaylorImportance) and imp.contributions[model[0]].shape == (32, 5)
+    assert model[0].weight.grad is None
+    with pytest.raises(ConfigError, match="build_importance"):
+        make_importance("taylor")
 
 
 @pytest.mark.parametrize("criterion", ["mean_activation", "apoz", "taylor"])

@@ -312,8 +312,14 @@ def labelled_batches(
         yield (x.to(device) if device is not None else x), (y.to(device) if device is not None else y)
 
 
-def calibration_inputs(model: nn.Module, inputs: tuple[Any, ...], data: Any, batch_size: int, n_batches: int) -> list[tuple[Any, ...]]:
-    """Model inputs to measure activations on: ``n_batches`` training batches, else the example inputs.
+def calibration_inputs(
+    model: nn.Module, inputs: tuple[Any, ...], data: Any, batch_size: int, n_batches: int, seed: int = 0
+) -> list[tuple[Any, ...]]:
+    """Model inputs to measure activations on: ``n_batches`` random training batches (seeded), else the example inputs.
+
+    The batches are drawn at random from the whole training split, not taken
+    from its start: a split grouped by class would otherwise be measured on
+    one class only.
 
     Without classification data (none given, or a text bundle whose items are
     sentences), the example inputs are the calibration batch.
@@ -326,7 +332,7 @@ def calibration_inputs(model: nn.Module, inputs: tuple[Any, ...], data: Any, bat
     """
     if data is None or getattr(data, "task", None) != "classification":
         return [tuple(inputs)]
-    return [(x,) for x, _ in labelled_batches(data, batch_size, n_batches, device=_device(model))]
+    return [(x,) for x, _ in labelled_batches(data, batch_size, n_batches, seed=seed, shuffle=True, device=_device(model))]
 
 
 __all__ = [

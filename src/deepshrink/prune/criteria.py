@@ -56,7 +56,8 @@ def _batches(data: Any, batch_size: int) -> Iterable[Any]:
     if hasattr(data, "train") and hasattr(data, "task"):
         data = data.train
     if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+        # Seeded random order: a data set grouped by class would otherwise give batches of one class.
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     return data
 
 

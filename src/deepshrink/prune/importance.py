@@ -9,8 +9,8 @@ so the scores follow the published definitions:
 - ``"fpgm"``: distance to the geometric median (He et al. 2019), :class:`FPGMImportance`.
 - ``"bn_scale"``: batch-norm scaling factor (network slimming, Liu et al. 2017),
   :class:`BNScaleImportance`; train with :class:`~deepshrink.prune.slimming.SlimmingPenalty` first.
-- ``"taylor"``: first-order Taylor expansion of the loss (Molchanov et al. 2019),
-  :class:`TaylorImportance`; gradients of the cross-entropy on training batches.
+- ``"taylor"``: first-order Taylor expansion of the loss (Molchanov et al. 2017/2019),
+  :class:`TaylorImportance`; each training sample's loss change, squared, then averaged (see :mod:`.taylor`).
 - ``"mean_activation"`` / ``"apoz"``: activation statistics measured on data
   (Molchanov et al. 2017; Hu et al. 2016), see :mod:`.activation_importance`.
 - ``"scop"``: scientific-control pruning with knockoff features (Tang et al. 2020), see :mod:`.scop`.
@@ -40,7 +40,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .activation_importance import APoZImportance, MeanActivationImportance, calibration_inputs, labelled_batches
+from .activation_importance import APoZImportance, MeanActivationImportance, _device, calibration_inputs, labelled_batches
+from .taylor import TaylorImportance
 
 if TYPE_CHECKING:
     from ..data.bundle import DataBundle
@@ -93,17 +94,6 @@ class BNScaleImportance(tp.importance.BNScaleImportance):
     """
 
 
-class TaylorImportance(tp.importance.GroupTaylorImportance):
-    """First-order Taylor estimate |w * dL/dw| per filter (Molchanov et al. 2019); reads ``param.grad``.
-
-    :func:`build_importance` fills the gradients (:func:`taylor_gradients`) before returning it.
-
-    Example:
-        >>> TaylorImportance().multivariable
-        False
-    """
-
-
 class RandomImportance(tp.importance.RandomImportance):
     """Uniform random scores: the control every criterion must beat. Uses torch's global generator.
 
@@ -127,14 +117,22 @@ def _batch_size(config: Any) -> int:
 
 def _activation(cls: type[MeanActivationImportance] | type[APoZImportance]) -> Callable[..., tp.importance.Importance]:
     def build(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
-        return cls.measure(model, inputs, calibration_inputs(model, inputs, data, _batch_size(config), config.batches))
+        batches = calibration_inputs(model, inputs, data, _batch_size(config), config.batches, getattr(config, "seed", 0))
+        return cls.measure(model, inputs, batches)
 
     return build
 
 
 def _taylor(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
-    taylor_gradients(model, inputs, data, config.batches, _batch_size(config))
-    return TaylorImportance()
+    if data is not None and getattr(data, "task", None) == "classification":
+        device = _device(model)
+        batches: list[tuple[tuple[Any, ...], Tensor | None]] = [
+            ((x,), y)
+            for x, y in labelled_batches(data, _batch_size(config), config.batches, seed=getattr(config, "seed", 0), shuffle=True, device=device)
+        ]
+    else:
+        batches = [(tuple(inputs), None)]  # no labels: the outputs' energy on the example inputs
+    return TaylorImportance.measure(model, inputs, batches)
 
 
 # name -> builder(config, model, inputs, data). Weight-only criteria ignore the data.
@@ -152,8 +150,6 @@ _BUILDERS: dict[str, Callable[[Any, nn.Module, tuple[Any, ...], Any], tp.importa
 
 IMPORTANCES: tuple[str, ...] = tuple(_BUILDERS)
 
-# Criteria whose scores read ``param.grad``: the caller runs a backward pass first.
-_GRADIENT_BASED = frozenset({"taylor"})
 # Criteria measured on data (training batches; the example inputs stand in where labels are not needed).
 _DATA_BASED = frozenset({"taylor", "mean_activation", "apoz", "scop"})
 
@@ -168,8 +164,8 @@ def build_importance(config: Any, model: nn.Module, inputs: tuple[Any, ...], dat
 
     ``config`` is a :class:`~deepshrink.ChannelPruning`; ``inputs`` the example
     inputs (a tuple for ``model(*inputs)``); ``data`` a DataBundle or None.
-    Taylor fills ``param.grad`` (the caller clears it after pruning); the
-    activation criteria measure ``config.batches`` training batches (the example
+    Taylor measures each sample's first-order loss change on ``config.batches``
+    training batches (parameters' ``.grad`` untouched); the activation criteria measure ``config.batches`` training batches (the example
     inputs without data); SCOP learns its control factors on the training split
     and raises ConfigError without classification data. The model's train/eval
     mode is left as it was. Call it again after channels were removed.
@@ -199,21 +195,9 @@ def make_importance(name: str) -> tp.importance.Importance:
         'FPGMImportance'
     """
     _check_name(name)
-    if name == "taylor":
-        return TaylorImportance()  # the caller fills param.grad (see taylor_gradients)
     if name in _DATA_BASED:
         raise ConfigError("importance", name, "a criterion without a data pass here; use build_importance() for " + repr(name), "ChannelPruning")
     return _BUILDERS[name](None, nn.Module(), (), None)
-
-
-def needs_gradients(name: str) -> bool:
-    """Whether criterion ``name`` reads gradients (the caller must run a backward pass first).
-
-    Example:
-        >>> needs_gradients("taylor")
-        True
-    """
-    return name in _GRADIENT_BASED
 
 
 def needs_data(name: str) -> bool:
@@ -224,33 +208,6 @@ def needs_data(name: str) -> bool:
         (True, False)
     """
     return name in _DATA_BASED
-
-
-def taylor_gradients(model: nn.Module, inputs: tuple[Any, ...], data: Any, batches: int, batch_size: int = 32) -> None:
-    """Fill ``param.grad`` for the Taylor criterion: cross-entropy summed over ``batches`` training batches.
-
-    Without classification data, the gradient of the outputs' mean energy on
-    the example inputs stands in (a label-free proxy for the first-order change
-    of the output).
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> m = nn.Linear(3, 2)
-        >>> taylor_gradients(m, (torch.ones(1, 3),), None, 1)
-        >>> m.weight.grad is not None
-        True
-    """
-    model.zero_grad(set_to_none=True)
-    device = next(model.parameters()).device
-    with torch.enable_grad():
-        if data is not None and getattr(data, "task", None) == "classification":
-            for x, y in labelled_batches(data, batch_size, batches, device=device):
-                nn.functional.cross_entropy(model(x), y).backward()
-        else:
-            out = model(*inputs)
-            out = out if isinstance(out, Tensor) else out[0]
-            out.float().pow(2).mean().backward()
 
 
 __all__ = [
@@ -264,6 +221,4 @@ __all__ = [
     "build_importance",
     "make_importance",
     "needs_data",
-    "needs_gradients",
-    "taylor_gradients",
 ]

@@ -132,8 +132,11 @@ def reconstruct_consumers(
     return errors
 
 
-def calibration_batches(model: nn.Module, data: Any, batches: int, batch_size: int = 32) -> list[tuple[Any, ...]]:
-    """Model-input tuples from the first training items of ``data`` (images, or sentences tokenized by the model).
+def calibration_batches(model: nn.Module, data: Any, batches: int, batch_size: int = 32, seed: int = 0) -> list[tuple[Any, ...]]:
+    """Model-input tuples from training items of ``data`` drawn at random (seeded; images, or sentences tokenized by the model).
+
+    Random rather than the first items: a training split grouped by class would
+    otherwise give a fit to one class.
 
     Example:
         >>> import deepshrink as ds
@@ -145,8 +148,9 @@ def calibration_batches(model: nn.Module, data: Any, batches: int, batch_size: i
 
     out: list[tuple[Any, ...]] = []
     n = len(data.train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     for i in range(batches):
-        idx = torch.arange(i * batch_size, min(n, (i + 1) * batch_size))
+        idx = order[i * batch_size : (i + 1) * batch_size]
         if len(idx) == 0:
             break
         items = fetch(data.train, idx)

@@ -479,7 +479,7 @@ def channel_prune(
         from .reconstruct import calibration_batches, reconstruct_consumers
 
         consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
-        batches = calibration_batches(model, data, config.reconstruct_batches)
+        batches = calibration_batches(model, data, config.reconstruct_batches, seed=config.seed)
         report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches)
     report.figures["params_after"] = _n_params(model)
     report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)

@@ -145,12 +145,14 @@ def calibration_batches(model: nn.Module, calibration: Any, data: Any, *, batche
             if tokenize is None:
                 raise ConfigError("calibration", "sentences", "a model with a tokenize() method for text calibration data", "Int8")
             n = min(len(source), batches * batch_size)  # type: ignore[arg-type]
+            picked = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:n].tolist()  # type: ignore[arg-type]
             out = []
             for i in range(0, n, batch_size):
-                b = tokenize([source[j] for j in range(i, min(n, i + batch_size))])
+                b = tokenize([source[j] for j in picked[i : i + batch_size]])
                 out.append((b["input_ids"], b["attention_mask"]))
             return out
-        source = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
+        # A seeded random draw, not the first items: a split grouped by class would calibrate on one class.
+        source = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
     out = []
     for batch in itertools.islice(iter(source), batches):
         if isinstance(batch, Tensor):

@@ -46,7 +46,10 @@ def _pick(n: int, samples: int, seed: int) -> list[int]:
     if n == 0:
         raise ConfigError("data", "empty", "at least one calibration item", "ProductQuantization")
     gen = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(n, generator=gen)[: min(samples, n)].tolist())
+    # Random order, not sorted: data sets are often grouped by class (stratified splits, image folders), and
+    # batches of neighbouring items would each hold one class, which biases per-batch statistics (batch-norm
+    # variances) even when the whole sample is balanced.
+    return torch.randperm(n, generator=gen)[: min(samples, n)].tolist()
 
 
 def _sentence_batches(model: nn.Module, sentences: Sequence[str], batch_size: int) -> list[Batch]:
