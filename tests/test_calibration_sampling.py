@@ -54,3 +54,20 @@ def test_int8_and_pq_calibration_batches_mix_classes():
         assert len(_classes(batch[0])) >= 5
     for batch in pq_batches(model, data, samples=128, batch_size=32, seed=0):
         assert len(_classes(batch.args[0])) >= 5
+
+
+def test_text_criteria_measure_tokenized_training_sentences():
+    from deepshrink.data.bundle import DataBundle as Bundle
+
+    class Tok(nn.Module):
+        # A stand-in text model: "tokenizes" a sentence into its word count, so batches show what was measured.
+        def tokenize(self, sentences):
+            ids = torch.tensor([[len(s.split())] for s in sentences])
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    train = [" ".join(["w"] * (i + 1)) for i in range(64)]  # sentence i has i + 1 words
+    data = Bundle("t", train, ["x"], ["y z"], (), 0, task="text")
+    batches = calibration_inputs(Tok(), (torch.zeros(1, 1, dtype=torch.long),), data, 16, 2, seed=0)
+    lengths = torch.cat([b[0] for b in batches]).flatten()
+    assert len(batches) == 2 and lengths.numel() == 32 and len(set(lengths.tolist())) == 32  # 32 distinct training sentences
+    assert int(lengths.max()) > 32  # drawn from the whole split, not its first 32 sentences

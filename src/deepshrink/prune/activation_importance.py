@@ -319,10 +319,9 @@ def calibration_inputs(
 
     The batches are drawn at random from the whole training split, not taken
     from its start: a split grouped by class would otherwise be measured on
-    one class only.
-
-    Without classification data (none given, or a text bundle whose items are
-    sentences), the example inputs are the calibration batch.
+    one class only. Sentences (a text bundle) are tokenized by the model's
+    ``tokenize``. Without data, or with text but a model that cannot tokenize,
+    the example inputs are the calibration batch.
 
     Example:
         >>> import torch
@@ -330,9 +329,14 @@ def calibration_inputs(
         >>> len(calibration_inputs(nn.Linear(2, 2), (torch.zeros(1, 2),), None, 32, 4))
         1
     """
-    if data is None or getattr(data, "task", None) != "classification":
+    from .reconstruct import calibration_batches
+
+    if data is None or not hasattr(data, "train") or len(data.train) == 0:
         return [tuple(inputs)]
-    return [(x,) for x, _ in labelled_batches(data, batch_size, n_batches, seed=seed, shuffle=True, device=_device(model))]
+    if getattr(data, "task", None) == "text" and not callable(getattr(model, "tokenize", None)):
+        return [tuple(inputs)]
+    device = _device(model)
+    return [tuple(t.to(device) for t in batch) for batch in calibration_batches(model, data, n_batches, batch_size, seed=seed)]
 
 
 __all__ = [

@@ -124,14 +124,13 @@ def _activation(cls: type[MeanActivationImportance] | type[APoZImportance]) -> C
 
 
 def _taylor(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
+    seed, size = getattr(config, "seed", 0), _batch_size(config)
+    batches: list[tuple[tuple[Any, ...], Tensor | None]]
     if data is not None and getattr(data, "task", None) == "classification":
-        device = _device(model)
-        batches: list[tuple[tuple[Any, ...], Tensor | None]] = [
-            ((x,), y)
-            for x, y in labelled_batches(data, _batch_size(config), config.batches, seed=getattr(config, "seed", 0), shuffle=True, device=device)
-        ]
-    else:
-        batches = [(tuple(inputs), None)]  # no labels: the outputs' energy on the example inputs
+        labelled = labelled_batches(data, size, config.batches, seed=seed, shuffle=True, device=_device(model))
+        batches = [((x,), y) for x, y in labelled]
+    else:  # no labels: the outputs' energy on training inputs (sentences), else on the example inputs
+        batches = [(b, None) for b in calibration_inputs(model, inputs, data, size, config.batches, seed)]
     return TaylorImportance.measure(model, inputs, batches)
 
 

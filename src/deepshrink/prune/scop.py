@@ -54,6 +54,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from dataclasses import dataclass
 from typing import Any
@@ -63,13 +64,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .activation_importance import LayerScoreImportance, _device, labelled_batches, scored_layers
+from .activation_importance import LayerScoreImportance, _device, activation_chains, labelled_batches, scored_layers
 from .output_layers import output_layers
 
 # Defaults, read from ChannelPruning's fields when it has them (getattr), so the
 # criterion works with the config as it is.
 SCOP_EPOCHS = 2
-SCOP_LR = 3e-4
+SCOP_LR = 4e-3  # Adam, as the authors' code
 KNOCKOFF_RANK = 64
 KNOCKOFF_FIT_SAMPLES = 2048
 SCOP_BATCH_SIZE = 64
@@ -132,32 +133,26 @@ class Knockoffs:
 
 
 class _Control:
-    """Forward hooks that record knockoff features, then mix them into the real features."""
+    """Forward hooks that mix each layer's knockoff features into its real features.
+
+    Every batch holds the real samples in its first half and their knockoffs in
+    the second (as the authors' code does). A layer's output for the real half
+    becomes ``beta * real + (1 - beta) * knockoff``; the knockoff half passes on
+    unchanged, so deeper layers see knockoff features of the knockoff inputs.
+    """
 
     def __init__(self, layers: dict[nn.Module, nn.Parameter]) -> None:
         self.theta = layers
-        self.recording = True
-        self.knockoff: dict[nn.Module, list[Tensor]] = {m: [] for m in layers}
-        self.calls: dict[nn.Module, int] = dict.fromkeys(layers, 0)
         self.handles = [m.register_forward_hook(self._hook) for m in layers]
 
     def _hook(self, module: nn.Module, _args: Any, out: Any) -> Any:
         if not isinstance(out, Tensor):
             return None
-        if self.recording:
-            self.knockoff[module].append(out.detach())  # a module called twice records twice
-            return None
-        i = self.calls[module]
-        self.calls[module] = i + 1
+        n = out.shape[0] // 2
         beta = self.theta[module]
         if not isinstance(module, nn.Linear):  # channels in dim 1 for convs, last for linear layers
             beta = beta.view(-1, *([1] * (out.dim() - 2)))
-        return beta * out + (1 - beta) * self.knockoff[module][i]
-
-    def reset(self) -> None:
-        for m in self.knockoff:
-            self.knockoff[m].clear()
-            self.calls[m] = 0
+        return torch.cat([beta * out[:n] + (1 - beta) * out[n:], out[n:]])
 
     def remove(self) -> None:
         for h in self.handles:
@@ -177,8 +172,12 @@ def learn_control_factors(
 ) -> dict[nn.Module, Tensor]:
     """Train the real-vs-knockoff factors of ``layers`` on ``data.train``; returns ``beta`` per layer.
 
-    The model's weights and batch-norm statistics stay as they are (eval mode,
-    no gradient to the weights); the model is unchanged on return.
+    The factors are learnt on a copy of the model whose weights stay frozen;
+    its batch norms normalise with the statistics of each mixed batch, as in
+    the authors' training (their network runs in training mode), because a
+    half-knockoff feature map is far from the statistics stored for real data.
+    Adam with the authors' betas (0.5, 0.9); factors clipped to [0, 1] after
+    every step. ``model`` itself is unchanged on return.
 
     Example:
         >>> import deepshrink as ds
@@ -192,44 +191,36 @@ def learn_control_factors(
     device = _device(model)
     fit_x = torch.cat([x for x, _ in labelled_batches(data, KNOCKOFF_FIT_SAMPLES, 1, seed=seed, shuffle=True)])
     knockoffs = Knockoffs.fit(fit_x, rank=rank)
-    theta = {m: nn.Parameter(torch.full((_out_channels(m),), 0.5, device=device)) for m in layers}
-    optimizer = torch.optim.SGD(theta.values(), lr=lr, momentum=0.9)
+    names = {m: n for n, m in model.named_modules()}
+    work = copy.deepcopy(model)
+    work_layers = {work.get_submodule(names[m]): m for m in layers}
+    theta = {w: nn.Parameter(torch.full((_out_channels(w),), 0.5, device=device)) for w in work_layers}
+    optimizer = torch.optim.Adam(theta.values(), lr=lr, betas=(0.5, 0.9))
     gen = torch.Generator().manual_seed(seed)
-    frozen = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
-    model.eval()
-    for p, _ in frozen:
+    for p in work.parameters():
         p.requires_grad_(False)
+    work.eval()  # dropout off; batch norms alone normalise with the mixed batch's statistics
+    for m in work.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train()
     control = _Control(theta)
     try:
         for epoch in range(epochs):
             for x, y in labelled_batches(data, batch_size, None, seed=seed + epoch, shuffle=True, device=device):
-                control.reset()
-                control.recording = True
-                with torch.no_grad():
-                    model(knockoffs.sample(len(x), gen, device))  # f^l(X_knockoff) of the unmixed network
-                control.recording = False
+                both = torch.cat([x, knockoffs.sample(len(x), gen, device).to(x.dtype)])
                 with torch.enable_grad():
-                    loss = F.cross_entropy(model(x), y)
+                    out = work(both)
+                    out = out if isinstance(out, Tensor) else out[0]
+                    loss = F.cross_entropy(out[: len(x)], y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                with torch.no_grad():
-                    # Layers differ in gradient scale by orders of magnitude; one learning rate for all would
-                    # pin some layers' factors at the clip (ties, no ranking) while others barely move. Each
-                    # layer's gradient is divided by its RMS over channels, which keeps the ranking inside it.
-                    for t in theta.values():
-                        if t.grad is not None:
-                            t.grad.div_(t.grad.pow(2).mean().sqrt().clamp_min(1e-12))
                 optimizer.step()
                 with torch.no_grad():
                     for t in theta.values():
                         t.clamp_(0.0, 1.0)
     finally:
         control.remove()
-        for p, flag in frozen:
-            p.requires_grad_(flag)
-        model.train(was_training)
-    return {m: t.detach().clone() for m, t in theta.items()}
+    return {work_layers[w]: t.detach().clone() for w, t in theta.items()}
 
 
 def _out_channels(layer: nn.Module) -> int:
@@ -295,7 +286,15 @@ class SCOPImportance(LayerScoreImportance):
         ignored_modules = {sub for n, m in model.named_modules() if any(fnmatch.fnmatchcase(n, p) for p in ignored) for sub in m.modules()}
         layers = [m for m in scored_layers(model) if m not in fixed and m not in ignored_modules and m in names]
         betas = learn_control_factors(model, data, layers, epochs=epochs, lr=lr, rank=rank, seed=seed)
-        return cls({m: 2 * b - 1 for m, b in betas.items()})
+        # As in the authors' code, the factor difference is weighed by the magnitude of the batch-norm scale
+        # that follows the channel: a channel that its norm scales down contributes little either way.
+        chains = activation_chains(model, inputs, layers)
+        scores = {}
+        for m, b in betas.items():
+            norm = chains[m][0]
+            scale = norm.weight.detach().abs().to(b.device) if norm is not m and getattr(norm, "weight", None) is not None else 1.0
+            scores[m] = (2 * b - 1) * scale
+        return cls(scores)
 
 
 __all__ = ["Knockoffs", "SCOPImportance", "learn_control_factors", "output_layers"]
