@@ -9,16 +9,19 @@ next layer the mixture
     x_tilde^l = beta^l * f^l(X) + beta_knockoff^l * f^l(X_knockoff),   beta + beta_knockoff = 1,
 
 with one factor per output channel, starting at 0.5 and kept in [0, 1]. Only
-the factors are trained (SGD with momentum on the task loss, clipped to [0, 1]
-after every step, as in the authors' code), with the network's weights and
-batch-norm statistics frozen. Plain SGD matters: an adaptive optimiser such as
-Adam moves every factor at the same rate and wipes out the differences between
-channels that the scores are made of. A channel whose real feature matters
-pushes its ``beta`` towards 1; a channel whose real feature is no more useful
-than the label-free control stays near 0.5. The importance is
-``beta - beta_knockoff = 2 * beta - 1``; :class:`~deepshrink.ChannelPruning`
-removes the lowest scores, i.e. the filters whose real factor is not clearly
-above their knockoff factor.
+the factors are trained, on the task loss, with the network's weights frozen,
+as in the authors' code: Adam (betas 0.5 and 0.9), factors clipped to [0, 1]
+after every step, and the batch norms normalising each batch with its own
+statistics (the authors' network runs in training mode; a half-knockoff
+feature map is far from the statistics stored for real data, and frozen
+statistics let the perturbation blow up through the depth). This runs on a
+copy of the model, which is left as it was. A channel whose real feature
+matters pushes its ``beta`` towards 1; a channel whose real feature is no more
+useful than the label-free control stays near 0.5. The importance is
+``|gamma| * (beta - beta_knockoff) = |gamma| * (2 * beta - 1)``, with ``gamma``
+the scale of the batch norm that follows the channel (1 without one), as the
+authors score; :class:`~deepshrink.ChannelPruning` removes the lowest scores,
+i.e. the filters whose real factor is not clearly above their knockoff factor.
 
 Knockoff data. Tang et al. sample knockoffs from a generative model of the
 inputs (a GAN), so that they are exchangeable with real samples yet drawn
@@ -35,11 +38,11 @@ per-position resampling instead: every position takes its value from a random
 other sample, which keeps each position's marginal distribution and breaks the
 link to the label.
 
-The knockoff features ``f^l(X_knockoff)`` come from the unmixed network (a
-forward hook records them), the mixing is a forward hook on each layer's
-output. Mixing right after the conv/linear layer rather than after its batch
-norm is the same thing: a frozen batch norm is affine per channel and the
-factors sum to 1.
+Each batch carries the real samples and as many knockoffs; a forward hook on
+every mixed layer replaces the real half of its output by the mixture and lets
+the knockoff half through, so ``f^l(X_knockoff)`` is the knockoff feature of
+the knockoff inputs at every depth. Mixing right after the conv/linear layer,
+before its batch norm, is where the authors mix.
 
 Example:
     >>> import deepshrink as ds
