@@ -193,7 +193,7 @@ def _markdown(out: dict[str, Any]) -> str:
         "pruned model is fine-tuned with identical settings for every criterion (chosen on the validation split with",
         "the L1 criterion). Data-driven criteria (taylor, mean_activation, apoz, scop) measure on the training split:",
         "taylor, mean_activation and apoz on 16 random batches of 32 (ChannelPruning's defaults; the seed draws them),",
-        "scop trains its factors for 2 epochs on real + knockoff batches. (Until 2026-11-23 the criteria measured the",
+        "scop trains its factors for 5 epochs on real + knockoff batches. (Until 2026-11-23 the criteria measured the",
         "first training batches, which in mnist5k's class-grouped split are all zeros; the figures below are after that fix.)",
         "Right after the removal, models with batch norm get their BN statistics re-estimated on 2,000 training samples",
         "(ChannelPruning's default `batchnorm_samples`, adaptive BN); \"before FT\" is measured after that.",

@@ -72,7 +72,7 @@ from .output_layers import output_layers
 
 # Defaults, read from ChannelPruning's fields when it has them (getattr), so the
 # criterion works with the config as it is.
-SCOP_EPOCHS = 2
+SCOP_EPOCHS = 5
 SCOP_LR = 4e-3  # Adam, as the authors' code
 KNOCKOFF_RANK = 64
 KNOCKOFF_FIT_SAMPLES = 2048
