@@ -163,9 +163,9 @@ def build_importance(config: Any, model: nn.Module, inputs: tuple[Any, ...], dat
 
     ``config`` is a :class:`~deepshrink.ChannelPruning`; ``inputs`` the example
     inputs (a tuple for ``model(*inputs)``); ``data`` a DataBundle or None.
-    Taylor measures each sample's first-order loss change on ``config.batches``
-    training batches (parameters' ``.grad`` untouched); the activation criteria measure ``config.batches`` training batches (the example
-    inputs without data); SCOP learns its control factors on the training split
+    Taylor measures each sample's first-order loss change and the activation
+    criteria their statistics on ``config.batches`` random training batches
+    (the example inputs without data; parameters' ``.grad`` untouched); SCOP learns its control factors on the training split
     and raises ConfigError without classification data. The model's train/eval
     mode is left as it was. Call it again after channels were removed.
 

@@ -437,7 +437,7 @@ def channel_prune(
                     current = kept.setdefault((name, axis), list(range(_size(module, axis))))
                     kept[(name, axis)] = [k for i, k in enumerate(current) if i not in removed]
                 group.prune()
-    model.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)  # gradients of the old shapes mean nothing for the pruned parameters
     if costs:
         costs.append(measure_cost(model, inputs))
         text = warn_step(costs[-2], costs[-1], config.iterative_steps)
