@@ -312,6 +312,36 @@ def labelled_batches(
         yield (x.to(device) if device is not None else x), (y.to(device) if device is not None else y)
 
 
+def calibration_batches(model: nn.Module, data: Any, batches: int, batch_size: int = 32, seed: int = 0) -> list[tuple[Any, ...]]:
+    """Model-input tuples from training items of ``data`` drawn at random (seeded; images, or sentences tokenized by the model).
+
+    Random rather than the first items: a training split grouped by class would
+    otherwise give a fit to one class.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> b = calibration_batches(ds.models.create("lenet5"), ds.data.load("digits"), 2, 8)
+        >>> len(b), tuple(b[0][0].shape)
+        (2, (8, 1, 8, 8))
+    """
+    from ..train.batches import fetch
+
+    out: list[tuple[Any, ...]] = []
+    n = len(data.train)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    for i in range(batches):
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        if len(idx) == 0:
+            break
+        items = fetch(data.train, idx)
+        if getattr(data, "task", None) == "text":
+            tokens = model.tokenize(list(items))  # type: ignore[operator]
+            out.append((tokens["input_ids"], tokens["attention_mask"]))
+        else:
+            out.append((items[0],))
+    return out
+
+
 def calibration_inputs(
     model: nn.Module, inputs: tuple[Any, ...], data: Any, batch_size: int, n_batches: int, seed: int = 0
 ) -> list[tuple[Any, ...]]:
@@ -329,8 +359,6 @@ def calibration_inputs(
         >>> len(calibration_inputs(nn.Linear(2, 2), (torch.zeros(1, 2),), None, 32, 4))
         1
     """
-    from .reconstruct import calibration_batches
-
     if data is None or not hasattr(data, "train") or len(data.train) == 0:
         return [tuple(inputs)]
     if getattr(data, "task", None) == "text" and not callable(getattr(model, "tokenize", None)):
@@ -346,6 +374,7 @@ __all__ = [
     "MeanActivationImportance",
     "activation_chains",
     "activation_statistics",
+    "calibration_batches",
     "calibration_inputs",
     "labelled_batches",
     "scored_layers",

@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .activation_importance import calibration_batches  # the seeded draw of training batches every data pass uses
+
 
 def _rows(t: Tensor) -> Tensor:
     return t.detach().reshape(-1, t.shape[-1]).double()
@@ -130,36 +132,6 @@ def reconstruct_consumers(
         pruned.train(modes[0])
         original.train(modes[1])
     return errors
-
-
-def calibration_batches(model: nn.Module, data: Any, batches: int, batch_size: int = 32, seed: int = 0) -> list[tuple[Any, ...]]:
-    """Model-input tuples from training items of ``data`` drawn at random (seeded; images, or sentences tokenized by the model).
-
-    Random rather than the first items: a training split grouped by class would
-    otherwise give a fit to one class.
-
-    Example:
-        >>> import deepshrink as ds
-        >>> b = calibration_batches(ds.models.create("lenet5"), ds.data.load("digits"), 2, 8)
-        >>> len(b), tuple(b[0][0].shape)
-        (2, (8, 1, 8, 8))
-    """
-    from ..train.batches import fetch
-
-    out: list[tuple[Any, ...]] = []
-    n = len(data.train)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    for i in range(batches):
-        idx = order[i * batch_size : (i + 1) * batch_size]
-        if len(idx) == 0:
-            break
-        items = fetch(data.train, idx)
-        if getattr(data, "task", None) == "text":
-            tokens = model.tokenize(list(items))  # type: ignore[operator]
-            out.append((tokens["input_ids"], tokens["attention_mask"]))
-        else:
-            out.append((items[0],))
-    return out
 
 
 __all__ = ["calibration_batches", "reconstruct_consumers"]
