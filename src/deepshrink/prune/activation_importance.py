@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from torch_pruning.pruner import function as tp_function
 
 from ..errors import ConfigError
+from .token_rows import batch_mask, real_rows
 
 # Activation functions by the name of their autograd node, as Torch-Pruning's tracer records them
 # (an nn.ReLU module and F.relu both appear as "ReluBackward0"). Parameters that the graph does not
@@ -158,6 +159,7 @@ def activation_statistics(
     sums: dict[nn.Module, Tensor] = {}
     nonpos: dict[nn.Module, Tensor] = {}
     counts: dict[nn.Module, int] = {}
+    mask: list[Tensor | None] = [None]  # the attention mask of the batch being run, if it is text
 
     def make_hook(layer: nn.Module, act: Callable[[Tensor], Tensor] | None, channel_dim: int) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: Any, out: Any) -> None:
@@ -165,7 +167,7 @@ def activation_statistics(
                 return
             a = act(out) if act is not None else out
             a = a.detach().float().movedim(channel_dim, -1)
-            a = a.reshape(-1, a.shape[-1])
+            a = real_rows(a, mask[0])  # text: real tokens only, the padding is read by nothing
             sums[layer] = sums.get(layer, 0) + a.abs().sum(0)  # type: ignore[operator]
             nonpos[layer] = nonpos.get(layer, 0) + (a <= 0).sum(0).float()  # type: ignore[operator]
             counts[layer] = counts.get(layer, 0) + a.shape[0]
@@ -177,6 +179,7 @@ def activation_statistics(
     try:
         with torch.no_grad():
             for batch in batches:
+                mask[0] = batch_mask(tuple(batch))
                 model(*batch)
                 stats.count += 1
     finally:

@@ -14,6 +14,9 @@ so the scores follow the published definitions:
 - ``"mean_activation"`` / ``"apoz"``: activation statistics measured on data
   (Molchanov et al. 2017; Hu et al. 2016), see :mod:`.activation_importance`.
 - ``"scop"``: scientific-control pruning with knockoff features (Tang et al. 2020), see :mod:`.scop`.
+- ``"obs"``: Optimal Brain Surgeon selection of the channels a least-squares refit can best do
+  without (ZipLM, Kurtic et al. 2023), for channels read by Linear layers; use with
+  ``reconstruct=True``, see :mod:`.obs`.
 - ``"random"``: a control; seeded by the caller.
 
 :func:`build_importance` is the one entry point: it runs whatever data pass a
@@ -123,6 +126,15 @@ def _activation(cls: type[MeanActivationImportance] | type[APoZImportance]) -> C
     return build
 
 
+def _obs(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
+    from .heads import find_attention
+    from .obs import OBSImportance
+
+    batches = calibration_inputs(model, inputs, data, _batch_size(config), config.batches, getattr(config, "seed", 0))
+    head_dims = {proj: a.head_dim for a in find_attention(model) for proj in a.projections}
+    return OBSImportance.measure(model, batches, head_dims)
+
+
 def _taylor(config: Any, model: nn.Module, inputs: tuple[Any, ...], data: Any) -> tp.importance.Importance:
     seed, size = getattr(config, "seed", 0), _batch_size(config)
     batches: list[tuple[tuple[Any, ...], Tensor | None]]
@@ -145,12 +157,13 @@ _BUILDERS: dict[str, Callable[[Any, nn.Module, tuple[Any, ...], Any], tp.importa
     "mean_activation": _activation(MeanActivationImportance),
     "apoz": _activation(APoZImportance),
     "scop": _scop,
+    "obs": _obs,
 }
 
 IMPORTANCES: tuple[str, ...] = tuple(_BUILDERS)
 
 # Criteria measured on data (training batches; the example inputs stand in where labels are not needed).
-_DATA_BASED = frozenset({"taylor", "mean_activation", "apoz", "scop"})
+_DATA_BASED = frozenset({"taylor", "mean_activation", "apoz", "scop", "obs"})
 
 
 def _check_name(name: str) -> None:

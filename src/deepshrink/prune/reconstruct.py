@@ -11,7 +11,8 @@ errors do not pile up. The normal equations are accumulated batch by batch
 (memory independent of the amount of data) and solved with a small ridge term.
 
 Only ``nn.Linear`` consumers are refit (inputs of any rank: tokens and batch
-positions are all rows of the fit).
+positions are all rows of the fit, except the padding positions of text
+batches, which nothing downstream reads; see :mod:`.token_rows`).
 
 Example:
     >>> import copy, torch
@@ -39,10 +40,11 @@ import torch
 from torch import Tensor, nn
 
 from .activation_importance import calibration_batches  # the seeded draw of training batches every data pass uses
+from .token_rows import batch_mask, real_rows
 
 
-def _rows(t: Tensor) -> Tensor:
-    return t.detach().reshape(-1, t.shape[-1]).double()
+def _rows(t: Tensor, mask: Tensor | None) -> Tensor:
+    return real_rows(t.detach(), mask).double()
 
 
 @torch.no_grad()
@@ -72,10 +74,13 @@ def reconstruct_consumers(
     consumers: Sequence[str],
     batches: Sequence[tuple[Any, ...]],
     ridge: float = 1e-4,
+    kept_outputs: dict[str, Sequence[int]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Refit each Linear in ``consumers`` (bottom to top) so its output matches ``original``'s on ``batches``.
 
-    ``batches`` are argument tuples for ``model(*batch)``. Returns, per layer, the
+    ``batches`` are argument tuples for ``model(*batch)``. A consumer that lost
+    output channels too (an MLP's middle layer) lists the ones it kept in
+    ``kept_outputs``: its target is the original's output on those. Returns, per layer, the
     relative squared output error before and after the refit. Both models are
     used in eval mode and left in the mode they were in.
 
@@ -88,6 +93,7 @@ def reconstruct_consumers(
     pruned.eval()
     original.eval()
     errors: dict[str, dict[str, float]] = {}
+    masks = [batch_mask(tuple(b)) for b in batches]  # text batches: fit the real tokens, not the padding
     try:
         for name in consumers:
             layer = pruned.get_submodule(name)
@@ -98,12 +104,15 @@ def reconstruct_consumers(
             xtx = torch.zeros(k, k, dtype=torch.float64, device=device)
             xty = torch.zeros(k, layer.out_features, dtype=torch.float64, device=device)
             targets = list(_capture(original, name, batches, "out"))
+            if kept_outputs is not None and name in kept_outputs:
+                kept = torch.as_tensor(list(kept_outputs[name]), dtype=torch.long, device=device)
+                targets = [t.index_select(-1, kept) for t in targets]
             err_before, energy = 0.0, 0.0
-            for x, y in zip(_capture(pruned, name, batches, "in"), targets):
-                y_rows = _rows(y)
-                err_before += float(((_rows(layer(x)) - y_rows) ** 2).sum())
+            for x, y, mask in zip(_capture(pruned, name, batches, "in"), targets, masks):
+                y_rows = _rows(y, mask)
+                err_before += float(((_rows(layer(x), mask) - y_rows) ** 2).sum())
                 energy += float((y_rows**2).sum())
-                x_rows = _rows(x)
+                x_rows = _rows(x, mask)
                 if layer.bias is not None:
                     x_rows = torch.cat([x_rows, torch.ones(len(x_rows), 1, dtype=torch.float64, device=device)], dim=1)
                 xtx += x_rows.T @ x_rows
@@ -119,8 +128,8 @@ def reconstruct_consumers(
             if layer.bias is not None:
                 layer.bias.copy_(solution[-1].to(layer.bias.dtype))
             err_after = sum(
-                float(((_rows(layer(x)) - _rows(y)) ** 2).sum())
-                for x, y in zip(_capture(pruned, name, batches, "in"), targets)
+                float(((_rows(layer(x), mask) - _rows(y, mask)) ** 2).sum())
+                for x, y, mask in zip(_capture(pruned, name, batches, "in"), targets, masks)
             )
             if err_after > err_before:  # never make a layer worse than pruning left it
                 layer.weight.copy_(old_w)

@@ -71,7 +71,9 @@ class ChannelPruning(Config):
         ratio: fraction of each group's channels to remove, in [0, 1).
         importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``, ``"random"``, or a criterion
             measured on data (``data=`` training batches, else the example inputs):
-            ``"taylor"``, ``"mean_activation"``, ``"apoz"``, ``"scop"`` (see :mod:`.importance`).
+            ``"taylor"``, ``"mean_activation"``, ``"apoz"``, ``"scop"``, ``"obs"`` (see :mod:`.importance`;
+            ``"obs"`` picks the channels a least-squares refit can best do without, so it needs
+            ``reconstruct=True``).
         scope: ``"layer"`` (each group loses ``ratio`` of its channels) or
             ``"global"`` (one ranking over all groups; the total loses ``ratio``).
         round_to: keep channel counts a multiple of this (rounded down), or None.
@@ -145,6 +147,10 @@ class ChannelPruning(Config):
         check_range(self, "batches", 1, None, integer=True)
         check_type(self, "measure_latency", bool, "true or false")
         check_type(self, "reconstruct", bool, "true or false")
+        if self.importance == "obs" and not self.reconstruct:
+            # OBS scores assume the refit's compensation; without it they rank channels for a model that is never built.
+            raise ConfigError("reconstruct", self.reconstruct, "true with importance='obs' (the criterion scores "
+                              "channels by the error left after the least-squares refit)", "ChannelPruning")
         check_range(self, "reconstruct_batches", 1, None, integer=True)
         check_range(self, "batch_size", 1, None, integer=True)
         check_range(self, "scop_epochs", 1, None, integer=True)
@@ -483,7 +489,8 @@ def channel_prune(
 
         consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
         batches = calibration_batches(model, data, config.reconstruct_batches, seed=config.seed)
-        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches)
+        kept = {e["module"]: e["out"] for e in entries.values() if "out" in e}
+        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches, kept_outputs=kept)
     report.figures["params_after"] = _n_params(model)
     report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
     return report
