@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.bundle import DataBundle
+from ..prune.token_rows import batch_mask, real_rows
 from .method import LayerData
 
 
@@ -32,7 +33,7 @@ def _first_tensor(args: tuple[Any, ...]) -> Tensor | None:
 
 
 @torch.no_grad()
-def _run_with_hooks(model: nn.Module, names: Sequence[str], batches: Sequence[tuple[Any, ...]],
+def _run_with_hooks(model: nn.Module, names: Sequence[str], batches: Iterable[tuple[Any, ...]],
                     hook: Callable[[str, Tensor], None]) -> None:
     handles = []
     for name in names:
@@ -131,7 +132,7 @@ def collect(model: nn.Module, covariance: Sequence[str], inputs: Sequence[str], 
         data = out[name]
         if name in cov_set and x.is_floating_point():
             # Each batch's product in float32 (fast), summed across batches in float64 (accurate).
-            flat = x.reshape(-1, x.shape[-1]).float()
+            flat = real_rows(x, mask[0]).float()  # text: real tokens only, padding is read by nothing
             gram = (flat.T @ flat).double()
             data.covariance = gram if data.covariance is None else data.covariance + gram
             counts[name] = counts.get(name, 0) + flat.shape[0]
@@ -141,7 +142,14 @@ def collect(model: nn.Module, covariance: Sequence[str], inputs: Sequence[str], 
             if take.shape[0]:
                 data.inputs = take.clone() if data.inputs is None else torch.cat([data.inputs, take])
 
-    _run_with_hooks(model, sorted(out), batches, hook)
+    mask: list[Tensor | None] = [None]  # the attention mask of the text batch being run
+
+    def tracked() -> Iterator[tuple[Any, ...]]:
+        for batch in batches:
+            mask[0] = batch_mask(tuple(batch))
+            yield batch
+
+    _run_with_hooks(model, sorted(out), tracked(), hook)
     for name, n in counts.items():
         out[name].covariance = out[name].covariance / max(n, 1)
     return out

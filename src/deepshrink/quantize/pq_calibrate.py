@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from ..prune.token_rows import real_rows
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,7 @@ class _Stop(BaseException):
 
 def _rows(x: Tensor, mask: Tensor | None) -> Tensor:
     """A linear layer's input as ``(rows, features)``, without the padding tokens of a text batch."""
-    if mask is not None and x.dim() >= 3 and tuple(x.shape[:2]) == tuple(mask.shape):
-        x = x[mask.to(device=x.device).bool()]
-    return x.reshape(-1, x.shape[-1])
+    return real_rows(x, None if mask is None else mask.bool())
 
 
 def _patches(conv: nn.Module, x: Tensor) -> Tensor:
