@@ -72,7 +72,7 @@ def run_one(recipe: str, recipe_arg: str, variant: str, folder: Path, reference:
     t0 = time.perf_counter()
     cli("compress", "--model", "minilm", "--data", "text:pydoc", "--recipe", recipe_arg, "--out", str(out))
     seconds = time.perf_counter() - t0
-    row: dict = {"recipe": recipe, "variant": variant, "compress_seconds": seconds, "dsz_bytes": out.stat().st_size,
+    row: dict = {"recipe": recipe, "variant": variant, "date": time.strftime("%Y-%m-%d"), "compress_seconds": seconds, "dsz_bytes": out.stat().st_size,
                  "fp32_bytes": 4 * sum(p.numel() for p in reference.parameters())}
     row["ratio"] = row["fp32_bytes"] / row["dsz_bytes"]
     row["cli_eval"] = {"pydoc": json.loads(cli("eval", str(out), "--data", "text:pydoc", "--reference", "minilm", "--json").strip().splitlines()[-1])}
@@ -103,18 +103,20 @@ def render(rows: list[dict]) -> str:
         "--reference minilm` (the file's test split) and the cosine over all of the file's sentences. Held-out texts: licence texts "
         "and scikit-learn data-set descriptions (454 sentences), everyday English (195 sentences: news, food, travel, family). "
         "\"words\": the recipe as shipped (calibration on pydoc plus word-replaced copies, augmented fine-tuning batches); "
-        "\"plain\": the same recipe without augmentation, in the same run. Target for all three: mean cosine >= 0.95 on held-out text.",
+        "\"plain\": the same recipe without augmentation, in the same run. Target for all three: mean cosine >= 0.95 on held-out text. "
+        "\"measured\": the day of each row's run (a run may re-measure some recipes only); compress seconds depend on what else ran.",
         "",
-        "| recipe | variant | .dsz | vs fp32 | speed-up b1 / b32 | pydoc test | licences+descr test / all | everyday test / all | compress s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recipe | variant | .dsz | vs fp32 | speed-up b1 / b32 | pydoc test | licences+descr test / all | everyday test / all | compress s | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    order = {name: i for i, name in enumerate(RECIPES)}
+    for r in sorted(rows, key=lambda r: (order.get(r["recipe"], len(order)), r["variant"] != "words")):
         sp = f"{r['speedup']['batch1']:.2f}x / {r['speedup']['batch32']:.2f}x" if "speedup" in r else "-"
         c, a = r["cli_eval"], r["all_sentences"]
         lines.append(
             f"| {r['recipe']} | {r['variant']} | {r['dsz_bytes'] / 1e6:.2f} MB | {r['ratio']:.1f}x smaller | {sp} | {c['pydoc']['cosine']:.3f} | "
             f"{c['licences+descr']['cosine']:.3f} / {a['licences+descr']['cosine']:.3f} | {c['everyday']['cosine']:.3f} / {a['everyday']['cosine']:.3f} | "
-            f"{r['compress_seconds']:.0f} |"
+            f"{r['compress_seconds']:.0f} | {r.get('date', '-')} |"
         )
     lines += ["", f"Machine: {machine()}; results in `benchmarks/results/minilm_recipes.json`."]
     return "\n".join(lines)
