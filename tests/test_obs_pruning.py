@@ -16,7 +16,7 @@ from deepshrink.errors import ConfigError
 from deepshrink.prune import obs
 from deepshrink.prune.obs import input_grams, obs_elimination
 from deepshrink.prune.reconstruct import reconstruct_consumers
-from deepshrink.prune.token_rows import batch_mask, real_rows
+from deepshrink.data.token_rows import batch_mask, real_rows
 
 
 def _refit_error(x: torch.Tensor, w: torch.Tensor, keep: list[int]) -> float:

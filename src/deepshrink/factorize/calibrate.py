@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.bundle import DataBundle
-from ..prune.token_rows import batch_mask, real_rows
+from ..data.token_rows import batch_mask, real_rows
 from .method import LayerData
 
 

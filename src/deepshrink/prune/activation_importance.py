@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch_pruning.pruner import function as tp_function
 
 from ..errors import ConfigError
-from .token_rows import batch_mask, real_rows
+from ..data.token_rows import batch_mask, real_rows
 
 # Activation functions by the name of their autograd node, as Torch-Pruning's tracer records them
 # (an nn.ReLU module and F.relu both appear as "ReluBackward0"). Parameters that the graph does not

@@ -49,7 +49,6 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .token_rows import batch_mask, real_rows
 
 # Damping added to the Gram diagonal, as a fraction of its mean (the "percdamp" of OBC/GPTQ):
 # dead or collinear inputs would otherwise make the inverse blow up.
@@ -72,27 +71,17 @@ def input_grams(model: nn.Module, batches: Iterable[tuple[Any, ...]], layers: Se
         >>> g[m[0]].tolist() == (torch.eye(3, dtype=torch.float64) / 3).tolist()
         True
     """
-    layers = list(layers) if layers is not None else [m for m in model.modules() if isinstance(m, nn.Linear)]
-    sums: dict[nn.Module, Tensor] = {}
-    counts: dict[nn.Module, int] = {}
-    mask: list[Tensor | None] = [None]
+    # The one input-covariance pass of the toolkit (real tokens only, float64 sums): the one the
+    # activation-aware SVD whitens with.
+    from ..factorize.calibrate import collect
 
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        rows = real_rows(args[0].detach(), mask[0]).double()
-        sums[module] = sums.get(module, 0) + rows.T @ rows  # type: ignore[operator]
-        counts[module] = counts.get(module, 0) + rows.shape[0]
-
-    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
-    try:
-        for batch in batches:
-            mask[0] = batch_mask(tuple(batch))
-            model(*batch)
-    finally:
-        for h in handles:
-            h.remove()
-    if not counts:
+    wanted = set(layers) if layers is not None else None
+    names = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and (wanted is None or m in wanted)}
+    found = collect(model, list(names), [], list(batches), 0)
+    grams = {names[n]: d.covariance for n, d in found.items() if d.covariance is not None}
+    if not grams:
         raise ValueError("no calibration batches reached a Linear layer: pass data with at least one training item")
-    return {m: sums[m] / counts[m] for m in sums}
+    return grams
 
 
 def obs_elimination(grams: Sequence[Tensor], weights: Sequence[Tensor], columns: Sequence[Tensor], steps: int = STEPS) -> Tensor:

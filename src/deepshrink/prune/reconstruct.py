@@ -12,7 +12,7 @@ errors do not pile up. The normal equations are accumulated batch by batch
 
 Only ``nn.Linear`` consumers are refit (inputs of any rank: tokens and batch
 positions are all rows of the fit, except the padding positions of text
-batches, which nothing downstream reads; see :mod:`.token_rows`).
+batches, which nothing downstream reads; see :mod:`deepshrink.data.token_rows`).
 
 Example:
     >>> import copy, torch
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .activation_importance import calibration_batches  # the seeded draw of training batches every data pass uses
-from .token_rows import batch_mask, real_rows
+from ..data.token_rows import batch_mask, real_rows
 
 
 def _rows(t: Tensor, mask: Tensor | None) -> Tensor:

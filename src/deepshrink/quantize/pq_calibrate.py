@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..prune.token_rows import real_rows
+from ..data.token_rows import real_rows
 
 
 @dataclass(frozen=True)
