@@ -105,6 +105,10 @@ class SVD(FactorizeConfig):
         whiten: activation-aware SVD: truncate ``W C^(1/2)``, with ``C`` the input covariance measured on
             the training data, so that the error is smallest on real inputs (SVD-LLM style); needs ``data``.
         embeddings: also factor ``nn.Embedding`` layers (factorized embeddings, as ALBERT).
+        reconstruct: after factoring, refit every factored Linear bottom up so that, on the inputs the
+            factored layers below now give it, its output matches the unfactored model's (reduced-rank
+            regression on ``calibration_samples`` training items; see :mod:`.refit`): the errors of lower
+            layers are then made up for instead of piling up. Needs ``data``.
 
     Exactly one of ``rank``, ``energy``, ``ratio``.
 
@@ -118,10 +122,12 @@ class SVD(FactorizeConfig):
     ratio: float | None = None
     whiten: bool = False
     embeddings: bool = False
+    reconstruct: bool = False
 
     def validate(self) -> None:
         super().validate()
         _one_of(self, ("rank", "energy", "ratio"))
+        check_type(self, "reconstruct", bool, "true or false")
         if self.rank is not None:
             check_range(self, "rank", 1, None, integer=True)
         if self.energy is not None:

@@ -39,6 +39,7 @@ from .cp import CP_METHOD
 from .layers import FACTORED_TYPES
 from .method import LayerData, Method, Rank, rank_at_most
 from .ranks import allocate, layer_cost, sensitivity_curves
+from .refit import refit_factored
 from .separable import SEPARABLE_METHOD
 from .svd import SVD_METHOD
 from .tucker import TUCKER_METHOD
@@ -186,9 +187,15 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
                           type(config).__name__)
     if isinstance(config, SVD) and config.whiten and data is None:
         raise ConfigError("whiten", True, "false, or pass data=... (training inputs give the covariance to whiten by)", "SVD")
+    refit = isinstance(config, SVD) and config.reconstruct
+    if refit and data is None:
+        raise ConfigError("reconstruct", True, "false, or pass data=... (the refit matches the original's outputs on "
+                          "training inputs)", "SVD")
     calib: dict[str, LayerData] = {}
-    if method.needs_calibration(config) and data is not None and layers:
+    batches: list[tuple[Any, ...]] = []
+    if (method.needs_calibration(config) or refit) and data is not None and layers:
         batches = data_batches(model, data, "train", config.calibration_samples, seed=config.seed)
+    if method.needs_calibration(config) and data is not None and layers:
         linears = [n for n, m in layers.items() if isinstance(m, nn.Linear)]
         convs = [n for n, m in layers.items() if isinstance(m, nn.Conv2d)]
         calib = collect(model, linears, convs, batches, config.calibration_samples)
@@ -200,6 +207,7 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
 
     ranks = _ranks(model, config, method, layers, examples, inputs, data, fit, report)
     shadow_base = copy.deepcopy(model).to("meta")
+    original = copy.deepcopy(model) if refit else None  # the targets of the refit
     for name, module in layers.items():
         if name not in ranks or ranks[name] is None:
             continue
@@ -220,6 +228,11 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
         record_surgery(model, method.entry(name, module, rank))
         report.changed.append(name)
         report.per_layer[name] = row
+    if original is not None:
+        for name, err in refit_factored(model, original, report.changed, batches).items():
+            report.per_layer[name]["refit_error_before"] = err["before"]
+            report.per_layer[name]["refit_error_after"] = err["after"]
+        del original
     _check_replay(model, shadow_base, len(report.changed))
     params_after = sum(p.numel() for p in model.parameters())
     report.figures["params_after"] = params_after
