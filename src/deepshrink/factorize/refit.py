@@ -21,7 +21,11 @@ not kept.
 On all-MiniLM-L6-v2 at 50% of the encoder's Linear parameters (ranks from the
 sensitivity allocation), before fine-tuning, this raised the mean cosine to the
 original embeddings from 0.869 to 0.916 on pydoc's validation split and from
-0.795 to 0.831 on held-out licence texts (exploration of 2026-11-24).
+0.795 to 0.831 on held-out licence texts (exploration of 2026-11-24). It is a
+gain for models used without fine-tuning; after ``minilm-svd``'s fine-tune on
+pydoc the refit start ended *lower* on held-out text (0.829 against 0.845:
+the refit fits the calibration text's distribution, which the fine-tune then
+fits further), so that recipe does not use it.
 
 Example:
     >>> import copy, torch
