@@ -101,6 +101,27 @@ def test_layers_mode_and_fallback_for_untraceable_models(tmp_path: Path) -> None
     assert torch.equal(ds.load(tmp_path / "b.dsz", model=Branchy())(x), before)
 
 
+def test_graph_that_converts_but_cannot_run_falls_back_to_layers(tmp_path: Path) -> None:
+    # ShuffleNetV2 traces and converts, but torch's quantized mean after its channel shuffle has no kernel
+    # for the layout ("required rank 4 tensor to use channels_last format"): found at conversion, not later.
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    factory = lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10).eval()  # noqa: E731
+    calib = [torch.randn(2, 3, 32, 32) for _ in range(2)]
+    with pytest.raises(ConfigError, match="mode='layers'"):
+        ds.quantize_(factory(), ds.Int8(mode="graph"), calibration=calib)
+    model = factory()
+    reference = copy.deepcopy(model)
+    report = ds.quantize_(model, ds.Int8(), calibration=calib)
+    assert report.figures["mode"] == "layers" and "channels_last" in report.figures["graph_fallback"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got, want = model(x), reference(x)
+    assert got.shape == (2, 10) and float(torch.nn.functional.cosine_similarity(got, want).mean()) > 0.9
+    ds.save(model, tmp_path / "s.dsz")
+    assert torch.equal(ds.load(tmp_path / "s.dsz", model=factory())(x), got)
+
+
 def test_dynamic_int8_round_trip_and_skips(tmp_path: Path) -> None:
     model = ds.models.create("lenet5")
     report = ds.quantize_(model, ds.Int8(activations="dynamic", exclude=("fc2",)))
