@@ -252,3 +252,22 @@ def test_non_finite_weights_are_refused_with_the_layer_named():
         model.fc2.weight[0, 0] = float("nan")
     with pytest.raises(ValueError, match="'fc2' has non-finite weights"):
         ds.factorize_(model, ds.SVD(rank=4, latency=False))
+
+
+def test_multihead_attention_out_proj_is_skipped_with_the_reason(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+
+    def vit() -> nn.Module:
+        return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4,
+                                                    hidden_dim=64, mlp_dim=128, num_classes=10).eval()
+
+    model, x = vit(), torch.randn(2, 3, 32, 32)
+    report = ds.factorize_(model, ds.SVD(ratio=0.5, latency=False), example_inputs=(x,))
+    out_proj = [n for n in report.skipped if n.endswith("self_attention.out_proj")]
+    assert len(out_proj) == 2 and all("MultiheadAttention" in report.skipped[n] for n in out_proj)
+    assert "encoder.layers.encoder_layer_0.mlp.0" in report.changed
+    y = model(x)
+    assert y.shape == (2, 10)
+    ds.save(model, tmp_path / "vit.dsz")
+    assert torch.equal(ds.load(tmp_path / "vit.dsz", model=vit())(x), y)

@@ -40,3 +40,15 @@ def test_local_directory_spec_needs_the_callers_consent(tmp_path):
         ds.load(tmp_path / "hf.dsz")
     # With an explicit skeleton it loads.
     assert ds.load(tmp_path / "hf.dsz", model=ds.models.create("lenet300")).fc1.in_features == 784
+
+
+def test_modules_that_need_their_state_version_load(tmp_path):
+    # torchvision's MNASNet refuses a state dict without module versions (torch.save keeps them in
+    # `_metadata`); load() gives the skeleton's own, so such models round-trip like any other.
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(num_classes=10).eval()
+    ds.save(model, tmp_path / "m.dsz")
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(ds.load(tmp_path / "m.dsz", model=torchvision.models.mnasnet0_5(num_classes=10))(x), model(x))

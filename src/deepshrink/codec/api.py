@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,9 +247,15 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None, sparse
             replay_surgery(model, header.surgery)
     _check_matches(model, header, path)
     state = container.decode_all(buf, header)
+    # Module versions come from the skeleton (the same classes that saved the file), as torch.save would have
+    # kept them: some modules refuse a state without them (torchvision's MNASNet raises on version None).
+    metadata = getattr(model.state_dict(), "_metadata", None)
+    if metadata is not None:
+        state = OrderedDict(state)
+        state._metadata = metadata  # type: ignore[attr-defined]
     try:
         model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:  # whatever the checks above did not foresee is still a mismatched file
+    except (RuntimeError, ValueError) as exc:  # whatever the checks above did not foresee is still a mismatched file
         raise FormatError(f"{path} does not load into the model: {exc}") from None
     if sparse:
         from ..sparse import load_sparse_

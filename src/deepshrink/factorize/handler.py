@@ -75,9 +75,18 @@ def _select(model: nn.Module, config: FactorizeConfig, method: Method, report: R
     for name, m in model.named_modules():
         if isinstance(m, FACTORED_TYPES):
             inside.update(f"{name}.{sub}" if name else sub for sub, _ in m.named_modules() if sub)
+    # nn.MultiheadAttention's fused forward reads its out_proj's .weight and .bias directly, so a
+    # factored out_proj would break it; its in-projection is a bare parameter, not a layer.
+    fused = {f"{name}.{sub}" if name else sub for name, m in model.named_modules()
+             if isinstance(m, nn.MultiheadAttention) for sub, _ in m.named_children()}
     layers: dict[str, nn.Module] = {}
     for name, m in model.named_modules():
         if not name or name in inside:
+            continue
+        if name in fused:
+            if not config.layers or any(fnmatch.fnmatchcase(name, p) for p in config.layers):
+                report.skipped[name] = ("the output projection of an nn.MultiheadAttention, whose fused forward reads "
+                                        "its weight directly; it cannot be replaced by two layers")
             continue
         if config.layers and not any(fnmatch.fnmatchcase(name, p) for p in config.layers):
             continue
