@@ -186,6 +186,26 @@ def test_bad_configs_and_missing_inputs_name_the_problem():
         ds.prune_(ds.models.create("lenet5"), ds.ChannelPruning())
     cfg = ds.ChannelPruning(ratio=0.3, importance="fpgm", ignored=("fc*",), round_to=4)
     assert ds.config_from_yaml(ds.config_to_yaml(cfg)) == cfg
+    model = ds.models.create("lenet5")
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ds.ConfigError, match="example_inputs.*RuntimeError"):  # inputs of the wrong shape
+        ds.prune_(model, ds.ChannelPruning(), example_inputs=(torch.zeros(1, 3, 28, 28),))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_outputs_that_are_not_tensors_are_left_out_of_the_trace():
+    class WithCache(nn.Module):  # returns its output and a cache object, as Hugging Face decoders do
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+        def forward(self, x):
+            return {"logits": self.body(x), "cache": object()}
+
+    torch.manual_seed(0)
+    model = WithCache().eval()
+    report = ds.prune_(model, ds.ChannelPruning(ratio=0.5), example_inputs=(torch.randn(2, 6),))
+    assert model.body[0].out_features == 8 and model.body[2].out_features == 3, report.skipped
 
 
 def test_channel_l1_recipe_prunes_then_finetunes_from_data_alone():

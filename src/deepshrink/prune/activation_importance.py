@@ -49,6 +49,7 @@ from torch_pruning.pruner import function as tp_function
 
 from ..errors import ConfigError
 from ..data.token_rows import batch_mask, real_rows
+from .output_layers import traced_outputs
 
 # Activation functions by the name of their autograd node, as Torch-Pruning's tracer records them
 # (an nn.ReLU module and F.relu both appear as "ReluBackward0"). Parameters that the graph does not
@@ -108,7 +109,7 @@ def activation_chains(
         (True, True)
     """
     with torch.enable_grad():  # Torch-Pruning traces through autograd
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, output_transform=traced_outputs)
     chains: dict[nn.Module, tuple[nn.Module, Callable[[Tensor], Tensor] | None]] = {}
     for layer in layers:
         node = dg.module2node.get(layer)

@@ -10,7 +10,29 @@ from typing import Any
 
 import torch
 import torch_pruning as tp
-from torch import nn
+from torch import Tensor, nn
+
+
+def traced_outputs(out: Any) -> list[Tensor]:
+    """The tensors of a model's output that the dependency graph should end at (``output_transform``).
+
+    Nested tuples, lists and dicts (Hugging Face ``ModelOutput`` is a dict) are
+    searched; anything else is dropped, such as a key/value cache object, which is
+    an inference convenience rather than an output whose shape must stay (and which
+    Torch-Pruning cannot trace).
+
+    Example:
+        >>> x = torch.ones(2, requires_grad=True) * 2
+        >>> len(traced_outputs({"last": x, "cache": object(), "all": (x, [x])}))
+        3
+    """
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in traced_outputs(v)]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in traced_outputs(v)]
+    return []
 
 
 def graph_output_layers(dg: tp.DependencyGraph, candidates: set[nn.Module]) -> set[nn.Module]:
@@ -51,5 +73,5 @@ def output_layers(model: nn.Module, inputs: tuple[Any, ...]) -> set[nn.Module]:
         True
     """
     with torch.enable_grad():  # Torch-Pruning traces through autograd
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=inputs, output_transform=traced_outputs)
     return graph_output_layers(dg, set(model.modules()))

@@ -54,7 +54,7 @@ from ..dispatch import Report, prune_
 from ..errors import ConfigError, UnsupportedModelError
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
-from .output_layers import graph_output_layers
+from .output_layers import graph_output_layers, traced_outputs
 from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, build_importance
 
@@ -333,6 +333,7 @@ def _meta_pruner(model: nn.Module, inputs: tuple[Any, ...], config: ChannelPruni
         model,
         inputs,
         importance=importance,
+        output_transform=traced_outputs,
         global_pruning=config.scope == "global",
         pruning_ratio=config.ratio,
         iterative_steps=config.iterative_steps,
@@ -377,6 +378,13 @@ def channel_prune(
         )
     if config.reconstruct and data is None:
         raise ConfigError("reconstruct", True, "data to refit on: prune_(model, cfg, data=bundle), or reconstruct=False", "ChannelPruning")
+    try:  # inputs the model cannot run on would otherwise surface as a tracing failure deep in Torch-Pruning
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the inputs are what to fix
+        raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: "
+                          f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
+                          "ChannelPruning") from None
     original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
@@ -395,7 +403,7 @@ def channel_prune(
     importance = build_importance(config, model, inputs, data)
     try:
         pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
-    except (ZeroDivisionError, IndexError, KeyError, AssertionError, TypeError) as err:
+    except (ZeroDivisionError, IndexError, KeyError, AssertionError, TypeError, AttributeError) as err:
         # Torch-Pruning's tracer fails on some reshapes and concatenations it cannot map to channels
         # (ShuffleNet's channel shuffle, Swin's patch merging); nothing has changed in the model yet.
         raise UnsupportedModelError(

@@ -26,6 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import fnmatch
 import itertools
 from dataclasses import dataclass
@@ -223,7 +226,7 @@ def int8_quantize(model: nn.Module, config: Int8, *, calibration: Any = None, da
             # A graph can convert and still fail when run: torch's quantized kernels do not cover every op
             # on every layout (ShuffleNetV2's channel shuffle: "required rank 4 tensor to use channels_last
             # format"). Run it once, so that such a model falls back to per-layer int8 instead of breaking later.
-            with torch.no_grad():
+            with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints the failing line
                 graph(*batches[0])
         except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of error for untraceable code
             if config.mode == "graph":
