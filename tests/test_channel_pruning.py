@@ -232,3 +232,13 @@ def test_batchnorm_statistics_are_re_estimated_after_removal_when_data_is_given(
     for (k, a), (_, b) in zip(stale.state_dict().items(), fresh.state_dict().items()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
     assert not fresh.training
+
+
+@pytest.mark.parametrize("factory", ["swin_t", "maxvit_t"])
+def test_architectures_whose_trace_exhausts_memory_are_refused_up_front(factory):
+    torchvision = pytest.importorskip("torchvision")
+    model = getattr(torchvision.models, factory)(num_classes=10).eval()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ds.UnsupportedModelError, match="MagnitudePruning"):
+        ds.prune_(model, ds.ChannelPruning(ratio=0.3), example_inputs=(torch.randn(1, 3, 224, 224),))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

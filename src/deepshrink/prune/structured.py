@@ -322,6 +322,28 @@ def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
     return fixed
 
 
+# Blocks on which Torch-Pruning's dependency tracing does not end well, by class name (torchvision and timm
+# name them alike): the index mapping of Swin's patch merging (a concatenation of four strided spatial slices)
+# grew past 24 GiB for swin_t, and MaxViT's window partitions did not finish tracing (BENCHMARKS.md, zoo).
+# Refusing up front leaves the model untouched instead of the process killed for memory.
+UNTRACEABLE_BLOCKS = {
+    "PatchMerging": "Swin's patch merging (a concatenation of strided spatial slices)",
+    "PatchMergingV2": "Swin V2's patch merging (a concatenation of strided spatial slices)",
+    "WindowPartition": "MaxViT's window partition (reshapes that mix spatial and channel axes)",
+}
+
+
+def _refuse_known_untraceable(model: nn.Module) -> None:
+    for name, m in model.named_modules():
+        why = UNTRACEABLE_BLOCKS.get(type(m).__name__)
+        if why is not None:
+            raise UnsupportedModelError(
+                f"channel pruning cannot trace {type(model).__name__}: {name!r} is {why}, on which Torch-Pruning's "
+                "dependency graph runs out of memory or does not finish. Prune it unstructured "
+                "(deepshrink.MagnitudePruning) or factorize it (deepshrink.SVD) instead."
+            )
+
+
 def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -385,6 +407,7 @@ def channel_prune(
         raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: "
                           f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
                           "ChannelPruning") from None
+    _refuse_known_untraceable(model)
     original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
