@@ -400,13 +400,19 @@ def channel_prune(
         )
     if config.reconstruct and data is None:
         raise ConfigError("reconstruct", True, "data to refit on: prune_(model, cfg, data=bundle), or reconstruct=False", "ChannelPruning")
-    try:  # inputs the model cannot run on would otherwise surface as a tracing failure deep in Torch-Pruning
+    # Inputs the model cannot run on would otherwise surface as a tracing failure deep in Torch-Pruning.
+    # Eval mode: a check must not move batch-norm statistics.
+    mode = model.training
+    try:
+        model.eval()
         with torch.no_grad():
             model(*inputs)
     except Exception as exc:  # noqa: BLE001 - whatever the model raises, the inputs are what to fix
         raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: "
                           f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
                           "ChannelPruning") from None
+    finally:
+        model.train(mode)
     _refuse_known_untraceable(model)
     original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")
