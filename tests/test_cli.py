@@ -59,6 +59,14 @@ def test_unknown_data_spec(tmp_path):
     assert not out.exists()
 
 
+def test_model_that_cannot_run_on_the_data(tmp_path):
+    out = tmp_path / "m.dsz"
+    res = run("compress", "--model", "torchvision:mobilenet_v3_small", "--data", "digits", "--recipe", "int8",
+              "--out", str(out), "--no-progress")
+    _assert_clean_error(res, "torchvision:mobilenet_v3_small", "cannot run on the inputs of digits", "3-channel")
+    assert not out.exists()
+
+
 def test_missing_text_file():
     res = run("eval", "lenet300", "--data", "text:/no/such/file.txt")
     _assert_clean_error(res, "/no/such/file.txt")

@@ -8,6 +8,7 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
+import torch
 from torch import nn
 
 from .. import models
@@ -31,7 +32,38 @@ def build_model(spec: str, data: DataBundle | None, weights: str | None = None) 
     model = models.create(spec, **kwargs_for_data(spec, data))
     if weights is not None:
         load_weights_into(model, weights)
+    if data is not None:
+        check_model_runs_on(model, spec, data)
     return model
+
+
+def check_model_runs_on(model: nn.Module, spec: str, data: DataBundle) -> None:
+    """Run ``model`` once on an item of ``data`` and raise SpecError naming both if it cannot.
+
+    A model built for other inputs (a torchvision classifier takes 3-channel
+    images; mnist5k has 1 channel) would otherwise fail deep inside a recipe with
+    a shape error about some layer.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> check_model_runs_on(ds.models.create("lenet300"), "lenet300", ds.data.load("digits"))
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.SpecError: model 'lenet300' cannot run on the inputs of digits (shape (1, 1, 8, 8)): RuntimeError: ...
+    """
+    inputs = models.example_inputs(model, data)
+    mode = model.training
+    try:
+        model.eval()  # one check must not move batch-norm statistics
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the pairing is what to fix
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+        raise SpecError(f"model {spec!r} cannot run on the inputs of {data.name} (shape {shapes}): "
+                        f"{type(exc).__name__}: {str(exc)[:200]}; pick a model made for these inputs (built-in "
+                        "specs size themselves to the data; torchvision classifiers take 3-channel images)") from None
+    finally:
+        model.train(mode)
 
 
 def load_weights_into(model: nn.Module, path: str | Path) -> None:
