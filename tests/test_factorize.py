@@ -271,3 +271,24 @@ def test_multihead_attention_out_proj_is_skipped_with_the_reason(tmp_path):
     assert y.shape == (2, 10)
     ds.save(model, tmp_path / "vit.dsz")
     assert torch.equal(ds.load(tmp_path / "vit.dsz", model=vit())(x), y)
+
+
+def test_a_layer_whose_parent_reads_its_weight_is_skipped_with_the_reason(tmp_path):
+    class ReadsWeight(nn.Module):  # as Swin's window attention: the parent uses fc.weight in a functional call
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.out, self.bn = nn.Linear(8, 8), nn.Linear(8, 3), nn.BatchNorm1d(8)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.bn(torch.nn.functional.linear(x, self.fc.weight, self.fc.bias))))
+
+    torch.manual_seed(0)
+    model = ReadsWeight()  # train mode: the trial forward must not move the batch-norm statistics
+    stats = model.bn.running_mean.clone()
+    x = torch.randn(4, 8)
+    report = ds.factorize_(model, ds.SVD(rank=2, latency=False), example_inputs=(x,))
+    assert report.changed == ["out"] and "reads the layer's weight directly" in report.skipped["fc"]
+    assert torch.equal(model.bn.running_mean, stats) and model.training
+    model.eval()
+    ds.save(model, tmp_path / "r.dsz")
+    assert torch.equal(ds.load(tmp_path / "r.dsz", model=ReadsWeight())(x), model(x))

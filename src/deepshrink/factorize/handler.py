@@ -100,6 +100,28 @@ def _select(model: nn.Module, config: FactorizeConfig, method: Method, report: R
     return layers
 
 
+@torch.no_grad()
+def _breaks_forward(model: nn.Module, name: str, module: nn.Module, method: Method, inputs: tuple[Any, ...]) -> str | None:
+    """Why the model stops running when ``name`` is replaced by its factored form, or None if it runs.
+
+    Some parents read a child's parameters directly instead of calling it (Swin's window attention passes
+    ``qkv.weight`` to a functional kernel), so the replacement is tried, structure only, before any fit.
+    """
+    trial = method.build(module, method.candidates(module)[0])
+    mode = model.training
+    set_module(model, name, trial)
+    try:
+        model.eval()  # the trial must not move batch-norm statistics
+        model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - any failure means this layer cannot be swapped out
+        return (f"the model does not run with this layer factored ({type(exc).__name__}: {str(exc)[:120]}); "
+                "its parent probably reads the layer's weight directly")
+    finally:
+        set_module(model, name, module)
+        model.train(mode)
+    return None
+
+
 def _as_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
     if example_inputs is None:
         return None
@@ -190,6 +212,11 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
 
         example_inputs = _examples(model, data)
     inputs = _as_inputs(example_inputs)
+    if inputs is not None:
+        broken = {n: why for n, m in layers.items() if (why := _breaks_forward(model, n, m, method, inputs)) is not None}
+        for name, why in broken.items():
+            report.skipped[name] = why
+            del layers[name]
     examples = layer_examples(model, list(layers), inputs) if inputs is not None and layers else {}
     if config.target == "macs" and inputs is None:
         raise ConfigError("target", "macs", "'params', or pass example_inputs=... or data=... so that MACs can be counted",

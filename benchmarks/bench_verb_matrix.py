@@ -1,0 +1,225 @@
+"""Which verb works on which architecture: every compression verb on torchvision and Hugging Face models.
+
+Each cell applies one verb to a randomly initialised model (small inputs, so the
+run stays short), checks that the result runs and keeps its output shape and
+finite values, saves it to .dsz and loads it back onto a fresh base model, and
+compares the outputs (bit-exact expected). A cell is "ok", "refused" (the verb
+declined with deepshrink's own error, naming why and what to do instead; the
+model is untouched) or "FAIL" (anything else: a bug). Results go to
+``benchmarks/results/verb_matrix.json`` and the ``verb-matrix`` section of
+BENCHMARKS.md. Not run by CI.
+
+Run: ``.venv/bin/python benchmarks/bench_verb_matrix.py [--only resnet18 bert]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import ROOT, machine, write_section  # noqa: E402
+
+import deepshrink as ds  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "verb_matrix.json"
+
+
+def _vision(name: str, **kw: Any) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(num_classes=10, **kw)
+    return make
+
+
+def _small_vit() -> nn.Module:
+    import torchvision
+
+    return torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
+                                                mlp_dim=128, num_classes=10)
+
+
+def _text(kind: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import transformers
+
+        small = dict(vocab_size=500)
+        if kind == "bert":
+            return transformers.BertModel(transformers.BertConfig(**small, hidden_size=64, num_hidden_layers=2,
+                                          num_attention_heads=4, intermediate_size=128), add_pooling_layer=False)
+        if kind == "distilbert":
+            return transformers.DistilBertModel(transformers.DistilBertConfig(**small, dim=64, n_layers=2, n_heads=4,
+                                                hidden_dim=128))
+        if kind == "roberta":
+            return transformers.RobertaModel(transformers.RobertaConfig(**small, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=128), add_pooling_layer=False)
+        return transformers.GPT2Model(transformers.GPT2Config(**small, n_embd=64, n_layer=2, n_head=4))
+    return make
+
+
+# name -> (factory, kind of example inputs)
+MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    "resnet18": (_vision("resnet18"), "image32"),
+    "resnext50_32x4d": (_vision("resnext50_32x4d"), "image32"),
+    "mobilenet_v2": (_vision("mobilenet_v2"), "image32"),
+    "mobilenet_v3_small": (_vision("mobilenet_v3_small"), "image32"),
+    "efficientnet_b0": (_vision("efficientnet_b0"), "image32"),
+    "shufflenet_v2_x0_5": (_vision("shufflenet_v2_x0_5"), "image32"),
+    "squeezenet1_1": (_vision("squeezenet1_1"), "image32"),
+    "densenet121": (_vision("densenet121"), "image32"),
+    "regnet_x_400mf": (_vision("regnet_x_400mf"), "image32"),
+    "mnasnet0_5": (_vision("mnasnet0_5"), "image32"),
+    "convnext_tiny": (_vision("convnext_tiny"), "image32"),
+    "googlenet": (_vision("googlenet", aux_logits=False, init_weights=True), "image64"),
+    "vit (2 layers, 32 px)": (_small_vit, "image32"),
+    "swin_t": (_vision("swin_t"), "image64"),
+    "bert (HF, 2 layers)": (_text("bert"), "tokens"),
+    "distilbert (HF, 2 layers)": (_text("distilbert"), "tokens"),
+    "roberta (HF, 2 layers)": (_text("roberta"), "tokens"),
+    "gpt2 (HF, 2 layers)": (_text("gpt2"), "ids"),
+}
+
+
+def _inputs(kind: str) -> tuple[Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    if kind.startswith("image"):
+        side = int(kind[5:])
+        return (torch.randn(2, 3, side, side, generator=g),)
+    ids = torch.randint(5, 500, (2, 12), generator=g)
+    if kind == "ids":
+        return (ids,)
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return ids, mask
+
+
+VERBS: dict[str, Callable[[nn.Module, tuple[Tensor, ...]], Any]] = {
+    "channels (L1)": lambda m, x: ds.prune_(m, ds.ChannelPruning(ratio=0.3, importance="l1", measure_latency=False),
+                                            example_inputs=x),
+    "magnitude": lambda m, x: ds.prune_(m, ds.MagnitudePruning(sparsity=0.7)),
+    "svd": lambda m, x: ds.factorize_(m, ds.SVD(ratio=0.5, latency=False), example_inputs=x),
+    "tucker": lambda m, x: ds.factorize_(m, ds.Tucker(ratio=0.5, latency=False), example_inputs=x),
+    "int8 static": lambda m, x: ds.quantize_(m, ds.Int8(activations="static"), calibration=[x] * 2),
+    "int8 dynamic": lambda m, x: ds.quantize_(m, ds.Int8(activations="dynamic")),
+    "pq": lambda m, x: _pq(m, x),
+    "k-means 4 bit": lambda m, x: ds.share_(m, ds.KMeansSharing(bits=4)),
+    "ternary": lambda m, x: ds.quantize_(m, ds.TernaryWeights()),
+}
+def _pq(model: nn.Module, x: tuple[Tensor, ...]) -> Any:
+    if x[0].is_floating_point():  # images: the output objective on these inputs
+        return ds.quantize_(model, ds.ProductQuantization(k=16, n_iter=2, samples=8, progress=False), data=x[0])
+    # token ids: calibration text needs a tokenizer, which these bare models lack; k-means on the weights
+    return ds.quantize_(model, ds.ProductQuantization(k=16, n_iter=2, objective="weight", progress=False))
+
+
+TEXT_SKIP = {"tucker": "no convolutions", "int8 static": "text models: use int8 dynamic"}
+
+
+def _first(out: Any) -> Tensor:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, dict):
+        return next(v for v in out.values() if isinstance(v, Tensor))
+    return next(v for v in out if isinstance(v, Tensor))
+
+
+def run_cell(factory: Callable[[], nn.Module], x: tuple[Tensor, ...], verb: Callable[..., Any], tmp: Path) -> dict[str, Any]:
+    torch.manual_seed(0)
+    base = factory().eval()
+    model = copy.deepcopy(base)
+    with torch.no_grad():
+        want_shape = tuple(_first(base(*x)).shape)
+    t0 = time.perf_counter()
+    try:
+        verb(model, x)
+    except ds.DeepshrinkError as exc:
+        untouched = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+        return {"status": "refused", "reason": f"{type(exc).__name__}: {str(exc)[:240]}", "untouched": untouched}
+    except Exception as exc:  # noqa: BLE001 - every other failure is what this matrix is for
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        return {"status": "FAIL", "reason": f"{type(exc).__name__}: {str(exc)[:240]} ({Path(frame.filename).name}:{frame.lineno})"}
+    try:
+        model.eval()
+        with torch.no_grad():
+            got = _first(model(*x))
+        if tuple(got.shape) != want_shape or not bool(torch.isfinite(got).all()):
+            return {"status": "FAIL", "reason": f"output {tuple(got.shape)} (want {want_shape}) or not finite"}
+        path = tmp / "cell.dsz"
+        ds.save(model, path)
+        again = ds.load(path, model=factory())
+        with torch.no_grad():
+            same = torch.equal(_first(again(*x)), got)
+        return {"status": "ok" if same else "FAIL", "reason": "" if same else "loaded outputs differ",
+                "dsz_bytes": path.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
+    except Exception as exc:  # noqa: BLE001
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        return {"status": "FAIL", "reason": f"{type(exc).__name__}: {str(exc)[:240]} ({Path(frame.filename).name}:{frame.lineno})"}
+
+
+def render(rows: dict[str, dict[str, dict[str, Any]]]) -> str:
+    verbs = list(VERBS)
+    lines = ["### Which verb works on which architecture (`benchmarks/bench_verb_matrix.py`)", "",
+             f"Measured {machine()}. Every verb on randomly initialised models with small inputs: the result must run "
+             "with the same output shape and finite values, and its .dsz must load back onto a fresh base model with "
+             "bit-identical outputs. ok: all of that holds; refused: the verb declined with deepshrink's own error "
+             "(reason below; the model untouched); FAIL: anything else; -: not applicable.", "",
+             "| model | " + " | ".join(verbs) + " |", "|---|" + "---|" * len(verbs)]
+    notes: list[str] = []
+    for model, cells in rows.items():
+        marks = []
+        for v in verbs:
+            c = cells.get(v)
+            if c is None:
+                marks.append("-")
+                continue
+            marks.append(c["status"])
+            if c["status"] != "ok":
+                notes.append(f"- {model}, {v}: {c['status']}: {c['reason']}")
+        lines.append(f"| {model} | " + " | ".join(marks) + " |")
+    if notes:
+        lines += ["", *notes]
+    fails = sum(c["status"] == "FAIL" for cells in rows.values() for c in cells.values())
+    lines += ["", f"{fails} failing cells of {sum(len(c) for c in rows.values())}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None, help="model names (prefixes) to run")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, (factory, kind) in MODELS.items():
+            if args.only and not any(name.startswith(o) for o in args.only):
+                continue
+            x = _inputs(kind)
+            rows[name] = {}
+            for verb_name, verb in VERBS.items():
+                if kind in ("tokens", "ids") and verb_name in TEXT_SKIP:
+                    continue
+                cell = run_cell(factory, x, verb, Path(d))
+                rows[name][verb_name] = cell
+                print(f"{name:26s} {verb_name:14s} {cell['status']} {cell.get('reason', '')[:160]}", flush=True)
+    if args.only:
+        print(render(rows))
+        return
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    write_section("verb-matrix", render(rows))
+
+
+if __name__ == "__main__":
+    main()
