@@ -112,7 +112,7 @@ VERBS: dict[str, Callable[[nn.Module, tuple[Tensor, ...]], Any]] = {
     "svd": lambda m, x: ds.factorize_(m, ds.SVD(ratio=0.5, latency=False), example_inputs=x),
     "tucker": lambda m, x: ds.factorize_(m, ds.Tucker(ratio=0.5, latency=False), example_inputs=x),
     "int8 static": lambda m, x: ds.quantize_(m, ds.Int8(activations="static"), calibration=[x] * 2),
-    "int8 dynamic": lambda m, x: ds.quantize_(m, ds.Int8(activations="dynamic")),
+    "int8 dynamic": lambda m, x: ds.quantize_(m, ds.Int8(activations="dynamic"), example_inputs=x),
     "pq": lambda m, x: _pq(m, x),
     "k-means 4 bit": lambda m, x: ds.share_(m, ds.KMeansSharing(bits=4)),
     "ternary": lambda m, x: ds.quantize_(m, ds.TernaryWeights()),

@@ -214,3 +214,23 @@ def test_graph_rebuild_refuses_huge_base_models_on_the_meta_probe() -> None:
              "inputs": [["float32", [1, 784]]]}
     with pytest.raises(FormatError, match="more than the limit"):
         replay_surgery(probe, [entry])
+
+
+def test_dynamic_int8_keeps_layers_whose_parent_reads_their_weight(tmp_path: Path) -> None:
+    class ReadsWeight(nn.Module):  # as Swin's window attention: the parent uses qkv.weight in a functional call
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.out = nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(torch.relu(nn.functional.linear(x, self.qkv.weight, self.qkv.bias)))
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    model = ReadsWeight()
+    report = ds.quantize_(model, ds.Int8(activations="dynamic"), example_inputs=(x,))
+    assert report.changed == ["out"] and "reads its weight directly" in report.skipped["qkv"]
+    assert isinstance(model.out, DynamicInt8Linear) and type(model.qkv) is nn.Linear
+    y = model(x)
+    ds.save(model, tmp_path / "d.dsz")
+    assert torch.equal(ds.load(tmp_path / "d.dsz", model=ReadsWeight())(x), y)

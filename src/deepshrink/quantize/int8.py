@@ -216,7 +216,8 @@ def int8_quantize(model: nn.Module, config: Int8, *, calibration: Any = None, da
     reduce_range = default_reduce_range() if config.reduce_range is None else config.reduce_range
     per_channel = config.weights == "per_channel"
     if config.activations == "dynamic":
-        return _dynamic(model, config, per_channel, reduce_range)
+        probe = _probe_inputs(example_inputs, calibration)
+        return _dynamic(model, config, per_channel, reduce_range, probe)
     batches = calibration_batches(model, calibration, data, batches=config.calibration_batches, batch_size=config.batch_size)
     model.eval()
     if config.mode in ("graph", "auto") and not config.include:
@@ -251,17 +252,58 @@ def int8_quantize(model: nn.Module, config: Int8, *, calibration: Any = None, da
     return report
 
 
-def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool) -> Report:
+def _probe_inputs(example_inputs: Any, calibration: Any) -> tuple[Any, ...] | None:
+    """Inputs to check that the model still runs after its layers are swapped: the example inputs, else a
+    first calibration batch of tensors, else None (no check)."""
+    source = example_inputs
+    if source is None and isinstance(calibration, (list, tuple)) and calibration:
+        source = calibration[0]
+    if isinstance(source, Tensor):
+        return (source,)
+    if isinstance(source, (list, tuple)) and source and all(isinstance(t, Tensor) for t in source):
+        return tuple(source)
+    return None
+
+
+@torch.no_grad()
+def _runs(model: nn.Module, inputs: tuple[Any, ...]) -> bool:
+    mode = model.training
+    try:
+        model.eval()
+        model(*inputs)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means a swapped layer is not used as a layer
+        return False
+    finally:
+        model.train(mode)
+
+
+def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool,
+             probe: tuple[Any, ...] | None = None) -> Report:
     report = Report(method="int8_dynamic")
     names = []
+    originals: dict[str, nn.Module] = {}
     for name, m in list(model.named_modules()):
         if not name or not _selected(name, cfg):
             continue
         if type(m) is nn.Linear:
             set_module(model, name, DynamicInt8Linear.from_float(m, per_channel=per_channel, reduce_range=reduce_range))
             names.append(name)
+            originals[name] = m
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             report.skipped[name] = "dynamic int8 covers Linear layers; use activations='static' for convolutions"
+    if probe is not None and names and not _runs(model, probe):
+        # Some parent reads a layer's weight directly (Swin's window attention passes qkv.weight to a
+        # functional kernel): find those layers one by one and keep them in float.
+        swapped = {n: model.get_submodule(n) for n in names}
+        for n in names:
+            set_module(model, n, originals[n])
+        for n in names:
+            set_module(model, n, swapped[n])
+            if not _runs(model, probe):
+                set_module(model, n, originals[n])
+                report.skipped[n] = "kept in float: the model does not run with it swapped (its parent reads its weight directly)"
+        names = [n for n in names if n not in report.skipped]
     if names:
         record_surgery(model, {"op": "int8_dynamic", "modules": names, "per_channel": per_channel,
                                "reduce_range": reduce_range, "weight_bits": 8})
