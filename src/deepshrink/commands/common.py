@@ -8,13 +8,13 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
-import torch
 from torch import nn
 
 from .. import models
 from ..data import DataBundle
 from ..errors import FormatError, SpecError
 from ..models.fit import kwargs_for_data
+from ..models.inputs import forward_error
 from ..surgery import model_spec
 from ..fileio import atomic_write_bytes
 
@@ -52,18 +52,11 @@ def check_model_runs_on(model: nn.Module, spec: str, data: DataBundle) -> None:
         deepshrink.errors.SpecError: model 'lenet300' cannot run on the inputs of digits (shape (1, 1, 8, 8)): RuntimeError: ...
     """
     inputs = models.example_inputs(model, data)
-    mode = model.training
-    try:
-        model.eval()  # one check must not move batch-norm statistics
-        with torch.no_grad():
-            model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the pairing is what to fix
+    if (exc := forward_error(model, inputs)) is not None:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
         raise SpecError(f"model {spec!r} cannot run on the inputs of {data.name} (shape {shapes}): "
                         f"{type(exc).__name__}: {str(exc)[:200]}; pick a model made for these inputs (built-in "
-                        "specs size themselves to the data; torchvision classifiers take 3-channel images)") from None
-    finally:
-        model.train(mode)
+                        "specs size themselves to the data; torchvision classifiers take 3-channel images)")
 
 
 def load_weights_into(model: nn.Module, path: str | Path) -> None:

@@ -31,6 +31,7 @@ from ..analysis.macs import total_macs
 from ..data.bundle import DataBundle
 from ..dispatch import Report, factorize_
 from ..errors import ConfigError
+from ..models.inputs import forward_error
 from ..surgery import record_surgery, replay_surgery, set_module
 from .calibrate import LossProbe, collect, data_batches, layer_examples
 from .compact import DEPTHWISE_METHOD, fire_method
@@ -100,26 +101,21 @@ def _select(model: nn.Module, config: FactorizeConfig, method: Method, report: R
     return layers
 
 
-@torch.no_grad()
 def _breaks_forward(model: nn.Module, name: str, module: nn.Module, method: Method, inputs: tuple[Any, ...]) -> str | None:
     """Why the model stops running when ``name`` is replaced by its factored form, or None if it runs.
 
     Some parents read a child's parameters directly instead of calling it (Swin's window attention passes
     ``qkv.weight`` to a functional kernel), so the replacement is tried, structure only, before any fit.
     """
-    trial = method.build(module, method.candidates(module)[0])
-    mode = model.training
-    set_module(model, name, trial)
+    set_module(model, name, method.build(module, method.candidates(module)[0]))
     try:
-        model.eval()  # the trial must not move batch-norm statistics
-        model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - any failure means this layer cannot be swapped out
-        return (f"the model does not run with this layer factored ({type(exc).__name__}: {str(exc)[:120]}); "
-                "its parent probably reads the layer's weight directly")
+        exc = forward_error(model, inputs)
     finally:
         set_module(model, name, module)
-        model.train(mode)
-    return None
+    if exc is None:
+        return None
+    return (f"the model does not run with this layer factored ({type(exc).__name__}: {str(exc)[:120]}); "
+            "its parent probably reads the layer's weight directly")
 
 
 def _as_inputs(example_inputs: Any) -> tuple[Any, ...] | None:

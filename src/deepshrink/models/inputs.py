@@ -74,6 +74,30 @@ def example_inputs(
     return (torch.rand((batch_size, *shape), generator=generator),)
 
 
+@torch.no_grad()
+def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None:
+    """What ``model(*inputs)`` raises, or None when it runs: eval mode, no gradients, the mode restored after.
+
+    For checks before work starts (do these inputs suit the model? does it still run with a layer
+    swapped?): eval mode, so that a check never moves batch-norm statistics.
+
+    Example:
+        >>> forward_error(nn.Linear(2, 2), (torch.zeros(1, 2),)) is None
+        True
+        >>> type(forward_error(nn.Linear(2, 2), (torch.zeros(1, 3),))).__name__
+        'RuntimeError'
+    """
+    mode = model.training
+    try:
+        model.eval()
+        model(*inputs)
+    except Exception as exc:  # noqa: BLE001 - whatever it raises, the caller decides what it means
+        return exc
+    finally:
+        model.train(mode)
+    return None
+
+
 def _tokenizer(model_or_spec: nn.Module | str) -> Any:
     if model_or_spec == "minilm":
         from .minilm import load_minilm_tokenizer

@@ -52,6 +52,7 @@ from torch.nn.utils import parametrize
 from ..config import Config, check_choice, check_range, check_type, register_config
 from ..dispatch import Report, prune_
 from ..errors import ConfigError, UnsupportedModelError
+from ..models.inputs import forward_error
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
 from .output_layers import graph_output_layers, traced_outputs
@@ -401,18 +402,10 @@ def channel_prune(
     if config.reconstruct and data is None:
         raise ConfigError("reconstruct", True, "data to refit on: prune_(model, cfg, data=bundle), or reconstruct=False", "ChannelPruning")
     # Inputs the model cannot run on would otherwise surface as a tracing failure deep in Torch-Pruning.
-    # Eval mode: a check must not move batch-norm statistics.
-    mode = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - whatever the model raises, the inputs are what to fix
+    if (exc := forward_error(model, inputs)) is not None:
         raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: "
                           f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
-                          "ChannelPruning") from None
-    finally:
-        model.train(mode)
+                          "ChannelPruning")
     _refuse_known_untraceable(model)
     original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ..config import Config, check_choice, check_range, register_config
 from ..dispatch import Report, quantize_
 from ..errors import ConfigError
+from ..models.inputs import forward_error
 from ..surgery import record_surgery, register_surgery, set_module
 from .graph import build_graph, install_graph, rebuild_graph
 from .int8_modules import DynamicInt8Linear, Int8Conv, Int8Linear, IntegerLayer, quantize_weight
@@ -265,19 +266,6 @@ def _probe_inputs(example_inputs: Any, calibration: Any) -> tuple[Any, ...] | No
     return None
 
 
-@torch.no_grad()
-def _runs(model: nn.Module, inputs: tuple[Any, ...]) -> bool:
-    mode = model.training
-    try:
-        model.eval()
-        model(*inputs)
-        return True
-    except Exception:  # noqa: BLE001 - any failure means a swapped layer is not used as a layer
-        return False
-    finally:
-        model.train(mode)
-
-
 def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool,
              probe: tuple[Any, ...] | None = None) -> Report:
     report = Report(method="int8_dynamic")
@@ -292,7 +280,7 @@ def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool,
             originals[name] = m
         elif isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             report.skipped[name] = "dynamic int8 covers Linear layers; use activations='static' for convolutions"
-    if probe is not None and names and not _runs(model, probe):
+    if probe is not None and names and forward_error(model, probe) is not None:
         # Some parent reads a layer's weight directly (Swin's window attention passes qkv.weight to a
         # functional kernel): find those layers one by one and keep them in float.
         swapped = {n: model.get_submodule(n) for n in names}
@@ -300,7 +288,7 @@ def _dynamic(model: nn.Module, cfg: Int8, per_channel: bool, reduce_range: bool,
             set_module(model, n, originals[n])
         for n in names:
             set_module(model, n, swapped[n])
-            if not _runs(model, probe):
+            if forward_error(model, probe) is not None:
                 set_module(model, n, originals[n])
                 report.skipped[n] = "kept in float: the model does not run with it swapped (its parent reads its weight directly)"
         names = [n for n in names if n not in report.skipped]
