@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import zlib
 
 import pytest
 import torch
@@ -184,7 +185,9 @@ def test_embedding_student_matches_its_teacher_on_text():
             self.emb = nn.EmbeddingBag(64, 8)
 
         def tokenize(self, sentences):
-            ids = torch.tensor([[hash(w) % 64 for w in s.split()[:4]] + [0] * (4 - len(s.split()[:4])) for s in sentences])
+            # crc32, not hash(): Python salts str hashes per process, which made this test's tokens (and result) vary
+            ids = torch.tensor([[zlib.crc32(w.encode()) % 64 for w in s.split()[:4]] + [0] * (4 - len(s.split()[:4]))
+                                for s in sentences])
             return {"input_ids": ids, "attention_mask": (ids > 0).long()}
 
         def forward(self, input_ids, attention_mask=None):
@@ -202,8 +205,8 @@ def test_embedding_student_matches_its_teacher_on_text():
         return float(F.cosine_similarity(s, t).mean())
 
     start = cosine()
-    ds.distill(student, teacher, data, ds.KD(), ds.TrainConfig(epochs=20, batch_size=16, lr=0.05, progress=False))
-    assert cosine() > max(0.9, start + 0.3)
+    ds.distill(student, teacher, data, ds.KD(), ds.TrainConfig(epochs=40, batch_size=16, lr=0.05, progress=False))
+    assert cosine() > max(0.9, start + 0.3)  # 0.995 here; 20 epochs left it at 0.90, on the edge
     assert not any(p.requires_grad for p in teacher.parameters())  # the teacher is frozen, never trained
     with pytest.raises(ds.ConfigError, match="one teacher"):
         ds.distill(student, teacher, data, ds.KD(hints=[("emb", "emb")]), FAST)
