@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.token_rows import batch_mask, real_rows
+from ..models.inputs import eval_mode
 from .layers import FactoredLinear
 
 
@@ -154,11 +155,8 @@ def refit_factored(
         >>> refit_factored(m, m, [], [])
         {}
     """
-    modes = (model.training, original.training)
-    model.eval()
-    original.eval()
     errors: dict[str, dict[str, float]] = {}
-    try:
+    with eval_mode(model, original):
         todo = [n for n in names if isinstance(model.get_submodule(n), FactoredLinear)]
         if not todo or not batches:
             return errors
@@ -190,9 +188,6 @@ def refit_factored(
             else:  # never make a layer worse than the factorization left it
                 after = before
             errors[name] = {"before": before / stats.yy, "after": after / stats.yy}
-    finally:
-        model.train(modes[0])
-        original.train(modes[1])
     return errors
 
 

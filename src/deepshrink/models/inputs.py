@@ -9,6 +9,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -74,6 +76,28 @@ def example_inputs(
     return (torch.rand((batch_size, *shape), generator=generator),)
 
 
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put ``models`` in eval mode for the block, then back in the mode each was in.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> with eval_mode(m):
+        ...     m.training
+        False
+        >>> m.training
+        True
+    """
+    modes = [m.training for m in models]
+    try:
+        for m in models:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+
+
 @torch.no_grad()
 def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None:
     """What ``model(*inputs)`` raises, or None when it runs: eval mode, no gradients, the mode restored after.
@@ -87,14 +111,11 @@ def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None
         >>> type(forward_error(nn.Linear(2, 2), (torch.zeros(1, 3),))).__name__
         'RuntimeError'
     """
-    mode = model.training
     try:
-        model.eval()
-        model(*inputs)
+        with eval_mode(model):
+            model(*inputs)
     except Exception as exc:  # noqa: BLE001 - whatever it raises, the caller decides what it means
         return exc
-    finally:
-        model.train(mode)
     return None
 
 

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from .activation_importance import calibration_batches  # the seeded draw of training batches every data pass uses
 from ..data.token_rows import batch_mask, real_rows
+from ..models.inputs import eval_mode
 
 
 def _rows(t: Tensor, mask: Tensor | None) -> Tensor:
@@ -89,12 +90,9 @@ def reconstruct_consumers(
         >>> reconstruct_consumers(m, m, [], [])
         {}
     """
-    modes = (pruned.training, original.training)
-    pruned.eval()
-    original.eval()
     errors: dict[str, dict[str, float]] = {}
     masks = [batch_mask(tuple(b)) for b in batches]  # text batches: fit the real tokens, not the padding
-    try:
+    with eval_mode(pruned, original):
         for name in consumers:
             layer = pruned.get_submodule(name)
             if not isinstance(layer, nn.Linear):
@@ -137,9 +135,6 @@ def reconstruct_consumers(
                     layer.bias.copy_(old_b)
                 err_after = err_before
             errors[name] = {"before": err_before / energy, "after": err_after / energy}
-    finally:
-        pruned.train(modes[0])
-        original.train(modes[1])
     return errors
 
 
