@@ -116,7 +116,34 @@ VERBS: dict[str, Callable[[nn.Module, tuple[Tensor, ...]], Any]] = {
     "pq": lambda m, x: _pq(m, x),
     "k-means 4 bit": lambda m, x: ds.share_(m, ds.KMeansSharing(bits=4)),
     "ternary": lambda m, x: ds.quantize_(m, ds.TernaryWeights()),
+    "channels (FPGM, global)": lambda m, x: ds.prune_(m, ds.ChannelPruning(ratio=0.3, importance="fpgm", scope="global",
+                                                                          measure_latency=False), example_inputs=x),
+    "svd + embeddings": lambda m, x: ds.factorize_(m, ds.SVD(ratio=0.5, embeddings=True, latency=False), example_inputs=x),
+    "cp": lambda m, x: ds.factorize_(m, ds.CP(ratio=0.5, iterations=10, latency=False), example_inputs=x),
+    "separable": lambda m, x: ds.factorize_(m, ds.Separable(ratio=0.5, latency=False), example_inputs=x),
+    "depthwise separable": lambda m, x: ds.factorize_(m, ds.DepthwiseSeparable(ratio=0.5, latency=False), example_inputs=x),
+    "fire": lambda m, x: ds.factorize_(m, ds.Fire(ratio=0.5, latency=False), example_inputs=x),
+    "qat8 + convert": lambda m, x: _qat(m, x, 8),
+    "qat4 + convert": lambda m, x: _qat(m, x, 4),
+    "binary (XNOR) + convert": lambda m, x: _low_bit(m, ds.BinaryWeights()),
+    "binaryconnect + convert": lambda m, x: _low_bit(m, ds.BinaryWeights(method="binaryconnect")),
 }
+
+
+def _qat(model: nn.Module, x: tuple[Tensor, ...], bits: int) -> Any:
+    """Fake-quantize, take one training step (so observers and weights move), then convert to the integer model."""
+    ds.quantize_(model, ds.QAT(bits=bits), example_inputs=x)
+    model.train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    _first(model(*x)).float().pow(2).mean().backward()
+    opt.step()
+    model.eval()
+    return ds.quantize_(model, ds.Convert())
+
+
+def _low_bit(model: nn.Module, config: Any) -> Any:
+    ds.quantize_(model, config)
+    return ds.quantize_(model, ds.Convert())
 def _pq(model: nn.Module, x: tuple[Tensor, ...]) -> Any:
     if x[0].is_floating_point():  # images: the output objective on these inputs
         return ds.quantize_(model, ds.ProductQuantization(k=16, n_iter=2, samples=8, progress=False), data=x[0])
@@ -124,7 +151,9 @@ def _pq(model: nn.Module, x: tuple[Tensor, ...]) -> Any:
     return ds.quantize_(model, ds.ProductQuantization(k=16, n_iter=2, objective="weight", progress=False))
 
 
-TEXT_SKIP = {"tucker": "no convolutions", "int8 static": "text models: use int8 dynamic"}
+CONV_ONLY = ("tucker", "cp", "separable", "depthwise separable", "fire")
+TEXT_SKIP = {**{v: "no convolutions" for v in CONV_ONLY}, "int8 static": "text models: use int8 dynamic"}
+TABLE_WIDTH = 9  # verbs per table, so that each stays readable
 
 
 def _first(out: Any) -> Tensor:
@@ -174,20 +203,22 @@ def render(rows: dict[str, dict[str, dict[str, Any]]]) -> str:
              f"Measured {machine()}. Every verb on randomly initialised models with small inputs: the result must run "
              "with the same output shape and finite values, and its .dsz must load back onto a fresh base model with "
              "bit-identical outputs. ok: all of that holds; refused: the verb declined with deepshrink's own error "
-             "(reason below; the model untouched); FAIL: anything else; -: not applicable.", "",
-             "| model | " + " | ".join(verbs) + " |", "|---|" + "---|" * len(verbs)]
+             "(reason below; the model untouched); FAIL: anything else; -: not applicable."]
     notes: list[str] = []
-    for model, cells in rows.items():
-        marks = []
-        for v in verbs:
-            c = cells.get(v)
-            if c is None:
-                marks.append("-")
-                continue
-            marks.append(c["status"])
-            if c["status"] != "ok":
-                notes.append(f"- {model}, {v}: {c['status']}: {c['reason']}")
-        lines.append(f"| {model} | " + " | ".join(marks) + " |")
+    for start in range(0, len(verbs), TABLE_WIDTH):
+        group = verbs[start:start + TABLE_WIDTH]
+        lines += ["", "| model | " + " | ".join(group) + " |", "|---|" + "---|" * len(group)]
+        for model, cells in rows.items():
+            marks = []
+            for v in group:
+                c = cells.get(v)
+                if c is None:
+                    marks.append("-")
+                    continue
+                marks.append(c["status"])
+                if c["status"] != "ok":
+                    notes.append(f"- {model}, {v}: {c['status']}: {c['reason']}")
+            lines.append(f"| {model} | " + " | ".join(marks) + " |")
     if notes:
         lines += ["", *notes]
     fails = sum(c["status"] == "FAIL" for cells in rows.values() for c in cells.values())
@@ -198,6 +229,7 @@ def render(rows: dict[str, dict[str, dict[str, Any]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="model names (prefixes) to run")
+    parser.add_argument("--verbs", nargs="*", default=None, help="verb names to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
@@ -210,10 +242,12 @@ def main() -> None:
             for verb_name, verb in VERBS.items():
                 if kind in ("tokens", "ids") and verb_name in TEXT_SKIP:
                     continue
+                if args.verbs and verb_name not in args.verbs:
+                    continue
                 cell = run_cell(factory, x, verb, Path(d))
                 rows[name][verb_name] = cell
                 print(f"{name:26s} {verb_name:14s} {cell['status']} {cell.get('reason', '')[:160]}", flush=True)
-    if args.only:
+    if args.only or args.verbs:
         print(render(rows))
         return
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -195,3 +195,40 @@ def test_apoz_without_data_uses_example_inputs():
     torch.testing.assert_close(imp.scores[model.fc2], 1 - stats.apoz[model.fc2])
     assert isinstance(MeanActivationImportance.measure(model, (x[:1],), [(x,)]), MeanActivationImportance)
     assert model.training is False
+
+
+def test_fpgm_matches_torch_pruning_and_scores_grouped_convolution_inputs():
+    """Same scores as Torch-Pruning's FPGM where it works; on grouped convolutions (where it fails) every input
+    channel is scored by the filters of its own group."""
+    from deepshrink.prune.importance import FPGMImportance, channel_rows
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 6, 3), nn.Flatten(), nn.Linear(6 * 4 * 4, 5))
+    x = torch.randn(2, 3, 8, 8)
+    graph = tp.DependencyGraph().build_dependency(plain, example_inputs=x)
+    for layer in (plain[0], plain[3]):
+        group = graph.get_pruning_group(layer, tp.prune_conv_out_channels, idxs=list(range(layer.out_channels)))
+        torch.testing.assert_close(FPGMImportance()(group), tp.importance.FPGMImportance(p=2)(group))
+
+    conv = nn.Conv2d(4, 6, 3, groups=2)
+    rows = channel_rows(conv, as_input=True)
+    # input channel 3 is the second channel of group 1, read by filters 3, 4, 5 only
+    torch.testing.assert_close(rows[3], conv.weight[3:, 1].flatten())
+    grouped = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.ReLU(),
+                            nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    y = torch.randn(2, 3, 6, 6)
+    graph = tp.DependencyGraph().build_dependency(grouped, example_inputs=y)
+    group = graph.get_pruning_group(grouped[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+    with pytest.raises(RuntimeError):  # Torch-Pruning's FPGM on a grouped convolution's inputs
+        tp.importance.FPGMImportance(p=2)(group)
+
+    def distance_sums(rows: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(rows.pow(2)[None], rows.pow(2)[None]).squeeze(0).sum(0)
+
+    want = (distance_sums(channel_rows(grouped[0], False)) + distance_sums(channel_rows(grouped[2], True))) / 2
+    torch.testing.assert_close(FPGMImportance()(group), want / want.mean())
+    # and the whole ResNeXt-style model prunes with it, in both scopes
+    for scope in ("layer", "global"):
+        model = copy.deepcopy(grouped)
+        ds.prune_(model, ds.ChannelPruning(ratio=0.5, importance="fpgm", scope=scope, measure_latency=False), example_inputs=(y,))
+        assert model(y).shape == (2, 3)

@@ -92,3 +92,44 @@ def test_qat_config_and_errors() -> None:
     with pytest.raises(ConfigError, match="calibration"):
         ds.quantize_(ds.models.create("lenet300"), ds.QAT())
     assert ds.load_recipe("qat4").stages[0].config == ds.QAT(bits=4)
+
+
+class _FunctionalDropout(nn.Module):
+    """A block that reads ``self.training`` in functional calls (like torchvision's stochastic depth)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import stochastic_depth
+
+        h = torch.relu(self.conv(x))
+        h = stochastic_depth(h, 0.5, "row", self.training)
+        return self.fc(torch.nn.functional.dropout(h.flatten(1), 0.5, self.training))
+
+
+def test_qat_converted_model_is_deterministic_and_loads_exactly(tmp_path: Path) -> None:
+    """The converted graph must not keep train-mode path dropping (the graph is traced in eval mode)."""
+    torch.manual_seed(0)
+    model = _FunctionalDropout()
+    ds.quantize_(model, ds.QAT(bits=8), example_inputs=(torch.rand(2, 1, 28, 28),))
+    _train_steps(model, 2)
+    ds.quantize_(model, ds.Convert())
+    x = torch.rand(4, 1, 28, 28)
+    with torch.inference_mode():
+        first, second = model(x), model(x)
+    assert torch.equal(first, second)
+    ds.save(model, tmp_path / "d.dsz")
+    with torch.inference_mode():
+        assert torch.equal(ds.load(tmp_path / "d.dsz", model=_FunctionalDropout())(x), first)
+
+
+def test_qat_refuses_a_model_whose_int8_graph_cannot_run() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.shufflenet_v2_x0_5(num_classes=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="ShuffleNetV2.*int8 graph runs after conversion.*exclude"):
+        ds.quantize_(model, ds.QAT(bits=8), example_inputs=(torch.rand(2, 3, 32, 32),))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # untouched

@@ -74,8 +74,43 @@ class L2Importance(tp.importance.GroupMagnitudeImportance):
         super().__init__(p=2)
 
 
+def channel_rows(layer: nn.Module, as_input: bool) -> Tensor:
+    """One row of weights per channel of a Conv or Linear layer: its output filters, or what reads each input.
+
+    For a grouped convolution, input channel ``j`` of group ``g`` is read only by
+    the filters of group ``g``, so its row holds those weights (``out/groups * k*k``
+    values); every input channel gets its own row.
+
+    Example:
+        >>> channel_rows(nn.Conv2d(4, 6, 3, groups=2), as_input=True).shape
+        torch.Size([4, 27])
+        >>> channel_rows(nn.Linear(5, 3), as_input=False).shape
+        torch.Size([3, 5])
+    """
+    w = layer.weight.detach()
+    transposed = bool(getattr(layer, "transposed", False))
+    if isinstance(layer, nn.Linear):
+        return (w.t() if as_input else w).flatten(1)
+    groups = int(getattr(layer, "groups", 1))
+    if transposed:  # weight is (in, out / groups, *k)
+        if as_input:
+            return w.flatten(1)
+        in_g = w.shape[0] // groups
+        return w.reshape(groups, in_g, w.shape[1], -1).permute(0, 2, 1, 3).reshape(groups * w.shape[1], -1)
+    if not as_input:
+        return w.flatten(1)
+    out_g, in_g = w.shape[0] // groups, w.shape[1]
+    return w.reshape(groups, out_g, in_g, -1).permute(0, 2, 1, 3).reshape(groups * in_g, -1)
+
+
 class FPGMImportance(tp.importance.FPGMImportance):
     """Filter pruning via the geometric median (He et al. 2019): filters close to the others are redundant.
+
+    Each channel's score is the sum of its distances to the other channels of its
+    layer, over the Conv and Linear layers of the coupled group (their filters, and
+    the weights that read the channel downstream), averaged over the group.
+    Torch-Pruning's own version fails on the inputs of grouped convolutions
+    (ResNeXt, RegNet); here every input channel gets the weights that really read it.
 
     Example:
         >>> FPGMImportance().p
@@ -84,6 +119,28 @@ class FPGMImportance(tp.importance.FPGMImportance):
 
     def __init__(self) -> None:
         super().__init__(p=2)
+
+    @torch.no_grad()
+    def __call__(self, group: Any, **_: Any) -> Tensor | None:
+        scores: list[Tensor] = []
+        indices: list[list[int]] = []
+        for i, (dep, idxs) in enumerate(group):
+            layer, fn = dep.layer, dep.pruning_fn
+            if not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)):
+                continue  # norms carry no filter geometry
+            if fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels):
+                rows = channel_rows(layer, as_input=False)
+            elif fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
+                rows = channel_rows(layer, as_input=True)
+            else:
+                continue
+            local = rows[list(idxs)].abs().pow(self.p).float()
+            distances = torch.cdist(local.unsqueeze(0), local.unsqueeze(0), p=2).squeeze(0)
+            scores.append(distances.abs().sum(dim=0))
+            indices.append(group[i].root_idxs)
+        if not scores:
+            return None
+        return self._normalize(self._reduce(scores, indices), self.normalizer)
 
 
 class BNScaleImportance(tp.importance.BNScaleImportance):

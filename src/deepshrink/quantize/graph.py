@@ -150,7 +150,12 @@ def prepare(model: nn.Module, example: tuple[Any, ...], mapping: Any, *, qat: bo
     work = copy.deepcopy(model)
     with quiet():
         if qat:
-            return prepare_qat_fx(work.train(), mapping, example)
+            # Traced in eval mode, then set to train: tracing bakes ``self.training`` into functional calls
+            # (torchvision's stochastic_depth, F.dropout) and train-only branches, and a graph traced in train
+            # mode would keep dropping paths at inference after conversion (and differ from the graph the
+            # file loader rebuilds, which is traced in eval mode). Modules (batch norms, nn.Dropout) still
+            # follow train/eval at run time.
+            return prepare_qat_fx(work.eval(), mapping, example).train()
         return prepare_fx(work.eval(), mapping, example)
 
 

@@ -23,9 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..config import Config, check_choice, register_config
@@ -109,6 +113,7 @@ def qat_prepare(model: nn.Module, config: QAT, *, example_inputs: Any = None, ca
     except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of error for untraceable code
         raise ConfigError("model", type(model).__name__, f"a model torch.fx can trace for QAT ({type(exc).__name__}: "
                           f"{str(exc)[:200]})", "QAT") from None
+    _check_converts(prepared, example, config, type(model).__name__)
     # What conversion must record so that the saved file rebuilds the same graph.
     object.__setattr__(prepared, _QAT_ATTR, {"per_channel": per_channel, "reduce_range": reduce_range,
                                              "weight_bits": config.bits, "exclude": list(config.exclude),
@@ -119,6 +124,25 @@ def qat_prepare(model: nn.Module, config: QAT, *, example_inputs: Any = None, ca
     report.changed = [n for n, m in prepared.named_modules() if hasattr(m, "weight_fake_quant")]
     report.figures.update({"bits": config.bits, "layers": len(report.changed), "reduce_range": reduce_range})
     return report
+
+
+def _check_converts(prepared: nn.Module, example: tuple[Any, ...], config: QAT, model_name: str) -> None:
+    """Convert a copy and run it once, so that a model whose int8 graph cannot run is refused before training.
+
+    A graph can convert and still fail when run: torch's quantized kernels do not
+    cover every op on every layout (ShuffleNetV2's channel shuffle: "required rank 4
+    tensor to use channels_last format").
+    """
+    trial = copy.deepcopy(prepared).eval()
+    try:
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints the failing line
+            trial(*example)  # observers see one batch, so the trial's scales are real
+            convert_graph(trial.cpu(), weight_bits=config.bits)(*example)
+    except Exception as exc:  # noqa: BLE001 - any failure of torch's quantized kernels
+        raise ConfigError("model", model_name,
+                          f"a model whose int8 graph runs after conversion ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "exclude the layers around the failing op (QAT(exclude=[...])), or use "
+                          "Int8(activations='dynamic') or static Int8, which falls back to per-layer int8", "QAT") from None
 
 
 def convert(model: nn.Module) -> Report:
