@@ -120,6 +120,9 @@ def test_head_ratio_alone_keeps_ffn_and_whole_heads():
     layer = pruned.encoder.encoder.layer[0]
     assert layer.intermediate.dense.out_features == 1536
     assert layer.attention.self.num_attention_heads == 9 and layer.attention.self.query.out_features == 9 * 32
+    # the head count is rounded up, as documented: 12 x 0.34 = 4.08 -> 5 heads removed (minilm-prune's setting)
+    rounded = _check_equivalence(ds.models.create("minilm"), inputs, ds.ChannelPruning(ratio=0.0, head_ratio=0.34), max_fraction=0.97)
+    assert rounded.encoder.encoder.layer[0].attention.self.num_attention_heads == 7
 
 
 def test_iterative_steps_reach_the_same_count():

@@ -97,7 +97,7 @@ class ChannelPruning(Config):
             (CPU latency and MACs in the report; a warning when a step saves MACs but not time).
         head_ratio: fraction of the attention heads of each transformer attention layer to
             remove (whole heads: their query, key and value rows and the output projection's
-            columns); None uses ``ratio``.
+            columns), the count rounded up (12 heads x 0.34 = 4.08: 5 removed); None uses ``ratio``.
         batchnorm_samples: when ``data=`` is given, re-estimate every BatchNorm layer's running
             statistics on this many training samples after the removal (adaptive BN, Li et al.
             2020, EagleEye): removed channels shift the statistics of every layer after them, and
