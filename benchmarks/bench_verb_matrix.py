@@ -230,6 +230,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="model names (prefixes) to run")
     parser.add_argument("--verbs", nargs="*", default=None, help="verb names to run (default: all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --only/--verbs: re-measure those cells into the saved results and BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
@@ -247,9 +249,14 @@ def main() -> None:
                 cell = run_cell(factory, x, verb, Path(d))
                 rows[name][verb_name] = cell
                 print(f"{name:26s} {verb_name:14s} {cell['status']} {cell.get('reason', '')[:160]}", flush=True)
-    if args.only or args.verbs:
+    if (args.only or args.verbs) and not args.merge:
         print(render(rows))
         return
+    if args.only or args.verbs:
+        saved = json.loads(RESULTS.read_text())["rows"]
+        for name, cells in rows.items():
+            saved.setdefault(name, {}).update(cells)
+        rows = {name: saved[name] for name in MODELS if name in saved}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     write_section("verb-matrix", render(rows))

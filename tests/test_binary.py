@@ -111,3 +111,29 @@ def test_configs_validate() -> None:
     with pytest.raises(ConfigError, match="threshold"):
         ds.TernaryWeights(threshold=-0.1)
     assert ds.load_recipe("binary").stages[1].config == ds.Convert()
+
+
+class _ReadsChildWeight(nn.Module):
+    """Like Swin's attention: the parent calls F.linear with its child's weight instead of calling the child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.qkv.weight, self.qkv.bias)
+
+
+@pytest.mark.parametrize("config", [ds.BinaryWeights(), ds.TernaryWeights()])
+def test_converted_low_bit_layer_weight_reads_like_a_linear(config, tmp_path) -> None:
+    model = _ReadsChildWeight()
+    ds.quantize_(model, config)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        trained = model(x)
+    ds.quantize_(model, ds.Convert())
+    with torch.no_grad():
+        assert torch.equal(model(x), trained)
+    ds.save(model, tmp_path / "m.dsz")
+    with torch.no_grad():
+        assert torch.equal(ds.load(tmp_path / "m.dsz", model=_ReadsChildWeight())(x), trained)

@@ -343,8 +343,13 @@ class LowBitLayer(nn.Module):
         return cls(kind, tuple(w.shape), m.bias is not None, levels=levels, per_channel=per_channel, conv=conv,
                    device=w.device)
 
+    @property
     def weight(self) -> Tensor:
-        """The float weight: ``+-scale`` (binary) or ``{-scale, 0, scale}`` (ternary), bit-exact with training."""
+        """The float weight: ``+-scale`` (binary) or ``{-scale, 0, scale}`` (ternary), bit-exact with training.
+
+        A property, like a Linear's ``weight``: some models read a child's weight directly
+        (Swin's attention calls ``F.linear(x, self.qkv.weight, ...)``).
+        """
         shape = (-1,) + (1,) * (self.weight_code.dim() - 1) if self.weight_scale.dim() else ()
         scale = self.weight_scale.reshape(shape)
         if self.levels == 2:
@@ -352,7 +357,7 @@ class LowBitLayer(nn.Module):
         return scale * self.weight_code.to(scale.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight()
+        w = self.weight
         if self.kind == 0:
             return F.linear(x, w, self.bias)
         return _CONVS_BY_DIM[self.kind](x, w, self.bias, **self.conv)
@@ -394,7 +399,7 @@ def convert_low_bit(model: nn.Module) -> list[str]:
             layer.weight_scale.copy_(scale)
             if module.bias is not None:
                 layer.bias.copy_(module.bias.detach())
-        if not torch.equal(layer.weight(), w):  # the codes must give back what training computed with
+        if not torch.equal(layer.weight, w):  # the codes must give back what training computed with
             raise RuntimeError(f"{name}: low-bit conversion changed the weight values")
         set_module(model, name, layer)
         groups.setdefault((p.levels, per_channel), []).append(name)
