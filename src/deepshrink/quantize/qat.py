@@ -134,10 +134,12 @@ def _check_converts(prepared: nn.Module, example: tuple[Any, ...], config: QAT, 
     tensor to use channels_last format").
     """
     trial = copy.deepcopy(prepared).eval()
+    # Conversion always lands on the CPU (the integer kernels run there), wherever QAT trains.
+    on_cpu = tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in example)
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints the failing line
             trial(*example)  # observers see one batch, so the trial's scales are real
-            convert_graph(trial.cpu(), weight_bits=config.bits)(*example)
+            convert_graph(trial.cpu(), weight_bits=config.bits)(*on_cpu)
     except Exception as exc:  # noqa: BLE001 - any failure of torch's quantized kernels
         raise ConfigError("model", model_name,
                           f"a model whose int8 graph runs after conversion ({type(exc).__name__}: {str(exc)[:200]}); "
