@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import io
+from contextlib import contextmanager, redirect_stderr
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -112,7 +113,9 @@ def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None
         'RuntimeError'
     """
     try:
-        with eval_mode(model):
+        # torch.fx GraphModules print the failing line of generated code to stderr before raising;
+        # the caller reports the error itself.
+        with eval_mode(model), redirect_stderr(io.StringIO()):
             model(*inputs)
     except Exception as exc:  # noqa: BLE001 - whatever it raises, the caller decides what it means
         return exc

@@ -228,11 +228,11 @@ def int8_quantize(model: nn.Module, config: Int8, *, calibration: Any = None, da
             with contextlib.redirect_stderr(io.StringIO()):
                 graph = build_graph(model, batches, per_channel=per_channel, reduce_range=reduce_range,
                                     observer=config.observer, weight_bits=8, exclude=config.exclude)
-                # A graph can convert and still fail when run: torch's quantized kernels do not cover every op
-                # on every layout (ShuffleNetV2's channel shuffle: "required rank 4 tensor to use channels_last
-                # format"). Run it once, so that such a model falls back to per-layer int8 instead of breaking later.
-                with torch.no_grad():
-                    graph(*batches[0])
+            # A graph can convert and still fail when run: torch's quantized kernels do not cover every op
+            # on every layout (ShuffleNetV2's channel shuffle: "required rank 4 tensor to use channels_last
+            # format"). Run it once, so that such a model falls back to per-layer int8 instead of breaking later.
+            if (error := forward_error(graph, tuple(batches[0]))) is not None:
+                raise error
         except Exception as exc:  # noqa: BLE001 - torch.fx raises many kinds of error for untraceable code
             if config.mode == "graph":
                 raise ConfigError("mode", "graph", f"a model torch.fx can trace ({type(exc).__name__}: {exc}); "

@@ -23,9 +23,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +33,7 @@ from torch import nn
 from ..config import Config, check_choice, register_config
 from ..dispatch import Report, quantize_
 from ..errors import ConfigError
+from ..models.inputs import forward_error
 from ..surgery import record_surgery
 from .binary import convert_low_bit
 from .graph import convert as convert_graph
@@ -133,18 +132,21 @@ def _check_converts(prepared: nn.Module, example: tuple[Any, ...], config: QAT, 
     cover every op on every layout (ShuffleNetV2's channel shuffle: "required rank 4
     tensor to use channels_last format").
     """
-    trial = copy.deepcopy(prepared).eval()
-    # Conversion always lands on the CPU (the integer kernels run there), wherever QAT trains.
-    on_cpu = tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in example)
-    try:
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints the failing line
-            trial(*example)  # observers see one batch, so the trial's scales are real
-            convert_graph(trial.cpu(), weight_bits=config.bits)(*on_cpu)
-    except Exception as exc:  # noqa: BLE001 - any failure of torch's quantized kernels
+    trial = copy.deepcopy(prepared)
+    # Observers see one batch, so the trial's scales are real; conversion always lands on the CPU (the
+    # integer kernels run there), wherever QAT trains.
+    exc = forward_error(trial, example)
+    if exc is None:
+        on_cpu = tuple(t.cpu() if isinstance(t, torch.Tensor) else t for t in example)
+        try:
+            exc = forward_error(convert_graph(trial.cpu(), weight_bits=config.bits), on_cpu)
+        except Exception as failed:  # noqa: BLE001 - conversion itself can fail the same way
+            exc = failed
+    if exc is not None:
         raise ConfigError("model", model_name,
                           f"a model whose int8 graph runs after conversion ({type(exc).__name__}: {str(exc)[:200]}); "
                           "exclude the layers around the failing op (QAT(exclude=[...])), or use "
-                          "Int8(activations='dynamic') or static Int8, which falls back to per-layer int8", "QAT") from None
+                          "Int8(activations='dynamic') or static Int8, which falls back to per-layer int8", "QAT")
 
 
 def convert(model: nn.Module) -> Report:
