@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from safetensors.torch import load_file
 
 import deepshrink as ds
@@ -192,3 +193,33 @@ def test_resume_of_a_pruned_run_into_a_fresh_model(tmp_path):
     assert ds.prune.sparsity(fresh) == ds.prune.sparsity(full) > 0.5
     for (k, a), (_, b) in zip(full.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_dropout_override_turns_dropout_off_for_the_run_only_and_restores_it():
+    torch.manual_seed(0)
+    data = ds.data.load("synthetic:classification:64")
+    seen: list[float] = []
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 4)
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.drop(x.flatten(1))
+            seen.append(float((h == 0).float().mean()))
+            return self.fc(h)
+
+    model = Net()
+    ds.train(model, data, ds.TrainConfig(epochs=1, batch_size=16, dropout=0.0, progress=False, eval_every_epoch=False))
+    assert seen and max(seen) < 0.01  # nothing dropped during the run (random inputs are never exactly 0)
+    assert model.drop.p == 0.5  # the model's own setting is back
+    seen.clear()
+    ds.train(model, data, ds.TrainConfig(epochs=1, batch_size=16, progress=False, eval_every_epoch=False))
+    assert min(seen) > 0.3  # unchanged without the override
+
+
+def test_dropout_override_is_validated():
+    with pytest.raises(ds.ConfigError, match="dropout"):
+        ds.TrainConfig(dropout=1.0)

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 import deepshrink as ds
 from deepshrink.errors import FormatError
@@ -246,12 +247,27 @@ def test_factoring_twice_the_same_layer_in_a_log_is_refused():
         replay_surgery(model, [entry, entry])
 
 
-def test_non_finite_weights_are_refused_with_the_layer_named():
+@pytest.mark.parametrize("verb, config", [
+    (ds.factorize_, ds.SVD(rank=4, latency=False)),
+    (ds.prune_, ds.MagnitudePruning(sparsity=0.5)),
+    (ds.prune_, ds.ChannelPruning(ratio=0.5)),
+    (ds.quantize_, ds.Int8(activations="dynamic")),
+    (ds.share_, ds.KMeansSharing(bits=4)),
+    (ds.quantize_, ds.ProductQuantization(block_size=4, k=16)),
+])
+def test_every_verb_refuses_non_finite_weights_naming_them_and_leaves_the_model_untouched(verb, config):
     model = _model("lenet300")
     with torch.no_grad():
         model.fc2.weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="'fc2' has non-finite weights"):
-        ds.factorize_(model, ds.SVD(rank=4, latency=False))
+        model.fc3.bias[1] = float("inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ds.UnsupportedModelError, match=r"non-finite weights .* in 'fc2.weight', 'fc3.bias'"):
+        verb(model, config, example_inputs=ds.models.example_inputs(model))
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, equal_nan=True)
+    assert all(type(m) is nn.Linear and not parametrize.is_parametrized(m) for m in (model.fc1, model.fc2, model.fc3))
 
 
 def test_multihead_attention_out_proj_is_skipped_with_the_reason(tmp_path):

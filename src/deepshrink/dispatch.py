@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, UnsupportedModelError
 
 
 @dataclass
@@ -98,12 +99,38 @@ class Verb:
         for klass in type(config).__mro__:
             handler = self._handlers.get(klass)
             if handler is not None:
+                _refuse_non_finite(model, self.name)
                 return handler(model, config, **kwargs)
         raise ConfigError(
             "config",
             type(config).__name__,
             f"a config that {self.name} supports: " + (", ".join(self.supported()) or "none registered yet"),
         )
+
+
+def non_finite_parameters(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters of ``model`` that hold a NaN or an infinity.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> with torch.no_grad(): _ = m.bias.fill_(float("nan"))
+        >>> non_finite_parameters(m)
+        ['bias']
+    """
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters()
+                if p.is_floating_point() and p.device.type != "meta" and not bool(torch.isfinite(p).all())]
+
+
+def _refuse_non_finite(model: nn.Module, verb: str) -> None:
+    # NaN/inf weights make every method fail deep inside a kernel (LAPACK, k-means) or, worse, silently produce
+    # a model of NaNs (an int8 scale of NaN, a magnitude ranking of NaN); refuse before anything is touched.
+    bad = non_finite_parameters(model)
+    if bad:
+        shown = ", ".join(repr(n) for n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise UnsupportedModelError(
+            f"{verb} cannot compress a model with non-finite weights (NaN or inf) in {shown}: an earlier training "
+            "step diverged; reload a good checkpoint, lower the learning rate or set grad_clip")
 
 
 prune_ = Verb("prune_")

@@ -58,6 +58,7 @@ class FactorizeConfig(Config):
         sensitivity_samples: validation items used to measure sensitivity.
         calibration_samples: training items used for data-driven fitting (whitening, least squares).
         latency: measure each factored layer's CPU latency against the original (batch 1).
+        progress: show a progress bar (stderr) over the sensitivity measurements and the layer fits.
         seed: seed of the sampling of calibration items and of iterative fits.
 
     Example:
@@ -73,6 +74,7 @@ class FactorizeConfig(Config):
     sensitivity_samples: int = 512
     calibration_samples: int = 256
     latency: bool = True
+    progress: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -84,6 +86,7 @@ class FactorizeConfig(Config):
         check_range(self, "sensitivity_samples", 1, None, integer=True)
         check_range(self, "calibration_samples", 1, None, integer=True)
         check_type(self, "latency", bool, "true or false")
+        check_type(self, "progress", bool, "true or false")
         check_range(self, "seed", 0, 2**63 - 1, integer=True)
         ratio = getattr(self, "ratio", None)
         if ratio is not None:

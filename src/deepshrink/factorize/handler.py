@@ -32,6 +32,7 @@ from ..data.bundle import DataBundle
 from ..dispatch import Report, factorize_
 from ..errors import ConfigError
 from ..models.inputs import forward_error
+from ..progress import StepProgress
 from ..surgery import record_surgery, replay_surgery, set_module
 from .calibrate import LossProbe, collect, data_batches, layer_examples
 from .compact import DEPTHWISE_METHOD, fire_method
@@ -158,7 +159,7 @@ def _ranks(model: nn.Module, config: FactorizeConfig, method: Method, layers: di
                 chosen[name] = rank
         return chosen
     probe = LossProbe(model, data, inputs, config.sensitivity_samples, config.seed)
-    curves = sensitivity_curves(model, method, layers, config, examples, probe, fit)
+    curves = sensitivity_curves(model, method, layers, config, examples, probe, fit, progress=config.progress)
     total = sum(opts[0].cost for opts in curves.values())
     picked = allocate(curves, ratio * total)
     report.figures["sensitivity_loss"] = probe.kind
@@ -171,6 +172,26 @@ def _ranks(model: nn.Module, config: FactorizeConfig, method: Method, layers: di
         else:
             chosen[name] = rank
     return chosen
+
+
+def _replace_layer(model: nn.Module, name: str, module: nn.Module, rank: Rank, fit: Any, method: Method,
+                   x: Tensor | None, config: FactorizeConfig, report: Report) -> None:
+    """Fit ``module``'s replacement at ``rank``, swap it in, log the surgery and the layer's figures."""
+    new = fit(name, module, rank)
+    row: dict[str, Any] = {"kind": type(new).__name__, "rank": list(rank) if isinstance(rank, tuple) else rank}
+    row["params_before"] = sum(p.numel() for p in module.parameters())
+    row["params_after"] = sum(p.numel() for p in new.parameters())
+    if x is not None:
+        row["macs_before"] = total_macs(module, (x,))
+        row["macs_after"] = total_macs(new, (x,))
+        row["output_error"] = _output_error(module, new, x)
+        if config.latency:
+            row["latency_ms_before"], row["latency_ms_after"] = _latency(module, new, x)
+            row["speedup"] = row["latency_ms_before"] / max(row["latency_ms_after"], 1e-9)
+    set_module(model, name, new)
+    record_surgery(model, method.entry(name, module, rank))
+    report.changed.append(name)
+    report.per_layer[name] = row
 
 
 def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle | None = None,
@@ -198,11 +219,6 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
     params_before = sum(p.numel() for p in model.parameters())
     report.figures["params_before"] = params_before
     layers = _select(model, config, method, report)
-    for name, m in layers.items():
-        # A decomposition of NaN/inf weights fails deep inside LAPACK; say what is wrong instead.
-        if not bool(torch.isfinite(m.weight).all()):
-            raise ValueError(f"layer {name!r} has non-finite weights (NaN or inf), so it cannot be factored: "
-                             "an earlier training step diverged; lower its learning rate or set grad_clip")
     if example_inputs is None and data is not None:
         from ..models.inputs import example_inputs as _examples
 
@@ -240,26 +256,12 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
     ranks = _ranks(model, config, method, layers, examples, inputs, data, fit, report)
     shadow_base = copy.deepcopy(model).to("meta")
     original = copy.deepcopy(model) if refit else None  # the targets of the refit
-    for name, module in layers.items():
-        if name not in ranks or ranks[name] is None:
-            continue
-        rank = ranks[name]
-        new = fit(name, module, rank)
-        row: dict[str, Any] = {"kind": type(new).__name__, "rank": list(rank) if isinstance(rank, tuple) else rank}
-        row["params_before"] = sum(p.numel() for p in module.parameters())
-        row["params_after"] = sum(p.numel() for p in new.parameters())
-        x = examples.get(name)
-        if x is not None:
-            row["macs_before"] = total_macs(module, (x,))
-            row["macs_after"] = total_macs(new, (x,))
-            row["output_error"] = _output_error(module, new, x)
-            if config.latency:
-                row["latency_ms_before"], row["latency_ms_after"] = _latency(module, new, x)
-                row["speedup"] = row["latency_ms_before"] / max(row["latency_ms_after"], 1e-9)
-        set_module(model, name, new)
-        record_surgery(model, method.entry(name, module, rank))
-        report.changed.append(name)
-        report.per_layer[name] = row
+    todo = [name for name in layers if ranks.get(name) is not None]
+    with StepProgress(config.progress, len(todo), method.label) as bar:
+        for name in todo:
+            bar.start(name)
+            _replace_layer(model, name, layers[name], ranks[name], fit, method, examples.get(name), config, report)
+            bar.done()
     if original is not None:
         for name, err in refit_factored(model, original, report.changed, batches).items():
             report.per_layer[name]["refit_error_before"] = err["before"]

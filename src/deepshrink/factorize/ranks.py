@@ -28,6 +28,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..progress import StepProgress
 from ..surgery import set_module
 from .config import FactorizeConfig
 from .method import Method, Rank, rank_at_most
@@ -88,10 +89,12 @@ def sensitivity_curves(
     examples: dict[str, Tensor],
     probe: Callable[[nn.Module], float],
     fit: Callable[[str, nn.Module, Rank], nn.Module],
+    progress: bool = False,
 ) -> dict[str, list[Option]]:
     """For each layer, its options: whole (no added loss) and factored alone at each level rank.
 
     ``fit(name, module, rank)`` builds the replacement; ``probe(model)`` is the loss.
+    ``progress`` shows a bar over the (layer, rank) fits on stderr.
 
     Example:
         >>> import torch
@@ -106,17 +109,22 @@ def sensitivity_curves(
     """
     base = probe(model)
     curves: dict[str, list[Option]] = {}
-    for name, module in layers.items():
-        example = examples.get(name)
-        options = [Option(None, layer_cost(method, module, None, config.target, example), 0.0)]
-        for rank in reversed(level_ranks(method, module, config.levels, config.target, example)):
-            set_module(model, name, fit(name, module, rank))
-            try:
-                loss = probe(model)
-            finally:
-                set_module(model, name, module)
-            options.append(Option(rank, layer_cost(method, module, rank, config.target, example), loss - base))
-        curves[name] = options
+    levels = {name: level_ranks(method, module, config.levels, config.target, examples.get(name))
+              for name, module in layers.items()}
+    with StepProgress(progress, sum(len(r) for r in levels.values()), f"{method.label} sensitivity") as bar:
+        for name, module in layers.items():
+            example = examples.get(name)
+            options = [Option(None, layer_cost(method, module, None, config.target, example), 0.0)]
+            for rank in reversed(levels[name]):
+                bar.start(f"{name} rank {rank}")
+                set_module(model, name, fit(name, module, rank))
+                try:
+                    loss = probe(model)
+                finally:
+                    set_module(model, name, module)
+                options.append(Option(rank, layer_cost(method, module, rank, config.target, example), loss - base))
+                bar.done()
+            curves[name] = options
     return curves
 
 

@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 from ..config import Config, check_choice, check_range, check_type, register_config
 from ..dispatch import Report, quantize_
 from ..errors import ConfigError
+from ..progress import StepProgress
 from ..prune.magnitude import matches
 from .pq_calibrate import Calibration, calibration_batches
 from .pq_em import EMResult, blocks_to_flat, pq_em, weight_blocks
@@ -345,7 +346,7 @@ def product_quantize(model: nn.Module, cfg: ProductQuantization, *, data: Any = 
     calibration = None
     if data is not None and targets and cfg.objective == "output":
         calibration = Calibration(model, calibration_batches(model, data, cfg.samples, cfg.batch_size, cfg.seed))
-    with _LayerProgress(cfg.progress, len(targets)) as bar:
+    with StepProgress(cfg.progress, len(targets), "pq") as bar:
         if calibration is None:
             for t in targets:
                 bar.start(t.name)
@@ -408,38 +409,6 @@ def _record(report: Report, t: _Target, result: EMResult, objective: str, collec
         "relative_error_first": result.history[0] / result.total if result.history and result.total > 0 else 0.0,
         "activation_seconds": collect_seconds,
     }
-
-
-class _LayerProgress:
-    """A progress bar over the layers being quantized (silent when disabled)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled and total > 0, total
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _LayerProgress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(TextColumn("[bold]pq[/] {task.fields[layer]}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True))
-            self._progress.__enter__()
-            self._task = self._progress.add_task("pq", total=self.total, layer="")
-        return self
-
-    def start(self, name: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, layer=name or "(model)")
-
-    def done(self) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
 
 
 def pq_codebooks(model: nn.Module) -> dict[str, tuple[Tensor, Tensor]]:

@@ -25,6 +25,11 @@ class TrainConfig(Config):
     process takes ``batch_size / N`` samples of every batch, so a run gives the
     same result whatever N is.
 
+    ``dropout`` overrides the probability of every dropout layer for this run
+    only (None: as the model has it). Recovery fine-tuning that matches a
+    teacher's outputs wants 0: the student should learn the teacher's
+    deterministic function, and dropout noise caps how closely it can.
+
     Example:
         >>> cfg = TrainConfig(epochs=3, lr=0.01, optimizer="sgd")
         >>> cfg.replace(epochs=5).epochs
@@ -42,6 +47,7 @@ class TrainConfig(Config):
     label_smoothing: float = 0.0
     augment: str = "none"
     grad_clip: float | None = None
+    dropout: float | None = None
     seed: int = 0
     max_steps: int | None = None
     eval_every_epoch: bool = True
@@ -64,6 +70,8 @@ class TrainConfig(Config):
         check_choice(self, "augment", AUGMENTATIONS)
         if self.grad_clip is not None:
             check_range(self, "grad_clip", 0, None, lo_open=True)
+        if self.dropout is not None:
+            check_range(self, "dropout", 0, 1, hi_open=True)
         check_range(self, "seed", 0, 2**63 - 1, integer=True)
         if self.max_steps is not None:
             check_range(self, "max_steps", 1, None, integer=True)

@@ -8,10 +8,11 @@ pickle-free checkpoints it can resume from.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -162,9 +163,33 @@ def train(
     device = resolve_device(cfg.device)
     ctx = setup_distributed(device)
     try:
-        return _run(model, data, cfg, callbacks, objective or classification_objective(cfg.label_smoothing), device, ctx)
+        with dropout_override(model, cfg.dropout):
+            return _run(model, data, cfg, callbacks, objective or classification_objective(cfg.label_smoothing), device, ctx)
     finally:
         teardown_distributed(ctx)
+
+
+@contextlib.contextmanager
+def dropout_override(model: nn.Module, p: float | None) -> Iterator[None]:
+    """Within the block every dropout layer of ``model`` drops with probability ``p`` (None: unchanged).
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+        >>> with dropout_override(m, 0.0):
+        ...     m[1].p
+        0.0
+        >>> m[1].p
+        0.1
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)] if p is not None else []
+    saved = [m.p for m in layers]
+    for m in layers:
+        m.p = float(p)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for m, old in zip(layers, saved):
+            m.p = old
 
 
 def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: DistContext) -> Callable[[Any, int, int], Any] | None:
