@@ -75,6 +75,9 @@ def run_one(recipe: str, recipe_arg: str, variant: str, folder: Path, reference:
     row: dict = {"recipe": recipe, "variant": variant, "date": time.strftime("%Y-%m-%d"), "compress_seconds": seconds, "dsz_bytes": out.stat().st_size,
                  "fp32_bytes": 4 * sum(p.numel() for p in reference.parameters())}
     row["ratio"] = row["fp32_bytes"] / row["dsz_bytes"]
+    recipe_file = Path(recipe_arg) if recipe_arg.endswith(".yaml") else RECIPE_DIR / f"{recipe_arg}.yaml"
+    ft = [st["finetune"] for st in yaml.safe_load(recipe_file.read_text())["stages"] if "finetune" in st][-1]
+    row["finetune"] = {"epochs": ft.get("epochs"), "lr": ft.get("lr"), "dropout": ft.get("dropout")}
     row["cli_eval"] = {"pydoc": json.loads(cli("eval", str(out), "--data", "text:pydoc", "--reference", "minilm", "--json").strip().splitlines()[-1])}
     loaded = ds.load(out).eval()
     row["params"] = sum(p.numel() for p in loaded.parameters())
@@ -103,18 +106,23 @@ def render(rows: list[dict]) -> str:
         "--reference minilm` (the file's test split) and the cosine over all of the file's sentences. Held-out texts: licence texts "
         "and scikit-learn data-set descriptions (454 sentences), everyday English (195 sentences: news, food, travel, family). "
         "\"words\": the recipe as shipped (calibration on pydoc plus word-replaced copies, augmented fine-tuning batches); "
-        "\"plain\": the same recipe without augmentation, in the same run. Target for all three: mean cosine >= 0.95 on held-out text. "
-        "\"measured\": the day of each row's run (a run may re-measure some recipes only); compress seconds depend on what else ran.",
+        "\"plain\": the recipe without augmentation (compare a plain row with the words row of the same fine-tune). Target for all three: mean cosine >= 0.95 on held-out text. "
+        "\"measured\": the day of each row's run (a run may re-measure some recipes only; each row ran the recipe as it was "
+        "that day, its fine-tune in the \"fine-tune\" column: epochs, and whether the model's own dropout stayed on); compress "
+        "seconds depend on what else ran.",
         "",
-        "| recipe | variant | .dsz | vs fp32 | speed-up b1 / b32 | pydoc test | licences+descr test / all | everyday test / all | compress s | measured |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| recipe | variant | fine-tune | .dsz | vs fp32 | speed-up b1 / b32 | pydoc test | licences+descr test / all | everyday test / all | compress s | measured |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {name: i for i, name in enumerate(RECIPES)}
     for r in sorted(rows, key=lambda r: (order.get(r["recipe"], len(order)), r["variant"] != "words")):
         sp = f"{r['speedup']['batch1']:.2f}x / {r['speedup']['batch32']:.2f}x" if "speedup" in r else "-"
         c, a = r["cli_eval"], r["all_sentences"]
+        ft = r.get("finetune", {})
+        drop = "dropout off" if ft.get("dropout") == 0 else "dropout on" if ft.get("dropout") is None else f"dropout {ft['dropout']}"
+        ft_text = f"{ft['epochs']} ep, {drop}" if ft else "-"
         lines.append(
-            f"| {r['recipe']} | {r['variant']} | {r['dsz_bytes'] / 1e6:.2f} MB | {r['ratio']:.1f}x smaller | {sp} | {c['pydoc']['cosine']:.3f} | "
+            f"| {r['recipe']} | {r['variant']} | {ft_text} | {r['dsz_bytes'] / 1e6:.2f} MB | {r['ratio']:.1f}x smaller | {sp} | {c['pydoc']['cosine']:.3f} | "
             f"{c['licences+descr']['cosine']:.3f} / {a['licences+descr']['cosine']:.3f} | {c['everyday']['cosine']:.3f} / {a['everyday']['cosine']:.3f} | "
             f"{r['compress_seconds']:.0f} | {r.get('date', '-')} |"
         )
@@ -126,10 +134,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("recipes", nargs="*", default=list(RECIPES))
     parser.add_argument("--plain", action="store_true", help="also run each recipe without augmentation")
+    parser.add_argument("--render", action="store_true", help="only rewrite the BENCHMARKS.md section from the saved results")
     args = parser.parse_args()
     torch.manual_seed(0)
-    reference = ds.models.create("minilm").eval()
     previous = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
+    if args.render:
+        args.recipes = []
+    reference = ds.models.create("minilm").eval() if args.recipes else None
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for recipe in args.recipes:

@@ -308,3 +308,16 @@ def test_a_layer_whose_parent_reads_its_weight_is_skipped_with_the_reason(tmp_pa
     model.eval()
     ds.save(model, tmp_path / "r.dsz")
     assert torch.equal(ds.load(tmp_path / "r.dsz", model=ReadsWeight())(x), model(x))
+
+
+def test_sensitivity_allocation_shows_its_progress_on_stderr_unless_turned_off(capsys):
+    data = ds.data.load("synthetic:classification:64")
+    model = ds.models.create("lenet300", in_features=64, num_classes=4)
+    cfg = ds.SVD(ratio=0.5, allocation="sensitivity", levels=3, sensitivity_samples=16, latency=False)
+    ds.factorize_(model, cfg, data=data)
+    err = capsys.readouterr().err
+    # 3 Linear layers x 2 level ranks probed, then the layers fitted at their chosen ranks
+    assert "svd sensitivity" in err and "6/6" in err
+    quiet = ds.models.create("lenet300", in_features=64, num_classes=4)
+    ds.factorize_(quiet, cfg.replace(progress=False), data=data)
+    assert capsys.readouterr().err == ""
