@@ -159,7 +159,7 @@ def _ranks(model: nn.Module, config: FactorizeConfig, method: Method, layers: di
                 chosen[name] = rank
         return chosen
     probe = LossProbe(model, data, inputs, config.sensitivity_samples, config.seed)
-    curves = sensitivity_curves(model, method, layers, config, examples, probe, fit, progress=config.progress)
+    curves = sensitivity_curves(model, method, layers, config, examples, probe, fit)
     total = sum(opts[0].cost for opts in curves.values())
     picked = allocate(curves, ratio * total)
     report.figures["sensitivity_loss"] = probe.kind

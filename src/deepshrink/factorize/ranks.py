@@ -89,12 +89,11 @@ def sensitivity_curves(
     examples: dict[str, Tensor],
     probe: Callable[[nn.Module], float],
     fit: Callable[[str, nn.Module, Rank], nn.Module],
-    progress: bool = False,
 ) -> dict[str, list[Option]]:
     """For each layer, its options: whole (no added loss) and factored alone at each level rank.
 
     ``fit(name, module, rank)`` builds the replacement; ``probe(model)`` is the loss.
-    ``progress`` shows a bar over the (layer, rank) fits on stderr.
+    ``config.progress`` shows a bar over the (layer, rank) fits on stderr.
 
     Example:
         >>> import torch
@@ -103,7 +102,7 @@ def sensitivity_curves(
         >>> from deepshrink.factorize.config import SVD
         >>> m = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
         >>> probe = LossProbe(m, None, (torch.randn(16, 8),), 16)
-        >>> c = sensitivity_curves(m, SVD_METHOD, {"0": m[0]}, SVD(ratio=0.5), {}, probe, lambda n, mod, r: fit_linear(mod, r))
+        >>> c = sensitivity_curves(m, SVD_METHOD, {"0": m[0]}, SVD(ratio=0.5, progress=False), {}, probe, lambda n, mod, r: fit_linear(mod, r))
         >>> [o.rank for o in c["0"]][:3]
         [None, 3, 2]
     """
@@ -111,7 +110,7 @@ def sensitivity_curves(
     curves: dict[str, list[Option]] = {}
     levels = {name: level_ranks(method, module, config.levels, config.target, examples.get(name))
               for name, module in layers.items()}
-    with StepProgress(progress, sum(len(r) for r in levels.values()), f"{method.label} sensitivity") as bar:
+    with StepProgress(config.progress, sum(len(r) for r in levels.values()), f"{method.label} sensitivity") as bar:
         for name, module in layers.items():
             example = examples.get(name)
             options = [Option(None, layer_cost(method, module, None, config.target, example), 0.0)]
