@@ -87,8 +87,9 @@ __all__ += ["KMeansSharing", "fold_sharing", "kmeans1d", "quantize"]
 
 # --- structured pruning (prune/structured.py) ---
 from .prune.structured import ChannelPruning  # noqa: E402
+from .prune.blocks import BlockPruning  # noqa: E402  (depth: whole residual blocks; see prune/blocks.py)
 
-__all__ += ["ChannelPruning"]
+__all__ += ["BlockPruning", "ChannelPruning"]
 
 # --- distillation (distill/) ---
 # The function deepshrink.distill takes the place of the subpackage's name on the package;

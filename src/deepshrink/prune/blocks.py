@@ -1,0 +1,420 @@
+"""Depth pruning: remove whole residual blocks (transformer layers, ResNet blocks) physically.
+
+``prune_(model, BlockPruning(count=3), data=...)`` deletes blocks from the
+stacks they live in (``encoder.layer`` of a BERT, ``layer3`` of a ResNet), so
+the model runs fewer layers. On a CPU at batch 1 a transformer's time goes
+mostly to per-layer work that does not shrink with width: all-MiniLM-L6-v2 with
+half its FFN neurons and a third of its heads removed runs 1.5x faster, with
+three of its six layers removed 2x (BENCHMARKS.md, ``minilm-recipes``). Removing
+a block removes all of its attention heads and FFN neurons at once, together
+with the layer norms and the per-layer overhead that width pruning leaves behind.
+
+A *block* is a composite module (it has submodules and parameters) in an
+``nn.ModuleList`` or ``nn.Sequential`` next to at least one sibling of the same
+class, called once per forward, whose output has the shape of its input (so
+that the next block can take the input instead: a residual block, not a
+downsampling one). At least one block of every stack stays.
+
+Which blocks go:
+
+- ``importance="loss"`` (default): greedily, the block whose removal raises
+  the model's loss on the validation split least (cross-entropy for
+  classification, one minus the cosine of sentence embeddings to the
+  original's for text, the output's relative error otherwise), measured again
+  after every removal, so that the blocks chosen work together.
+- ``importance="influence"``: one pass on training data; a block whose
+  output is closest (cosine) to its input changes least and goes first
+  (ShortGPT's block influence, Men et al. 2024). Cheaper, no validation split needed.
+
+Every removal is recorded in the surgery log (``{"op": "remove_blocks",
+"container": "encoder.layer", "removed": [1, 2]}``), so a saved model rebuilds
+from its base factory; layer counts in a Hugging Face config and the
+``layer_idx`` of the blocks that stay are renumbered.
+
+Example:
+    >>> import torch, deepshrink as ds
+    >>> from torch import nn
+    >>> class Block(nn.Module):
+    ...     def __init__(self): super().__init__(); self.fc = nn.Linear(8, 8)
+    ...     def forward(self, x): return x + self.fc(x)
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.Sequential(*[Block() for _ in range(4)]), nn.Linear(8, 2))
+    >>> report = ds.prune_(model, ds.BlockPruning(count=2), example_inputs=(torch.randn(16, 4),))
+    >>> len(model[1]), report.figures["blocks_removed"]
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import Config, check_choice, check_range, check_type, register_config
+from ..dispatch import Report, prune_
+from ..errors import ConfigError, UnsupportedModelError
+from ..models.inputs import forward_error
+from ..surgery import record_surgery, register_surgery
+from .cost import measure_cost
+
+BLOCK_IMPORTANCES = ("loss", "influence")
+
+
+@register_config("block_pruning")
+@dataclass(frozen=True)
+class BlockPruning(Config):
+    """Remove whole residual blocks (transformer layers, ResNet blocks) from the stacks they live in.
+
+    Fields:
+        ratio: fraction of the removable blocks to remove (rounded to the nearest count), in [0, 1).
+        count: remove exactly this many blocks instead of ``ratio`` (None: use ``ratio``).
+        importance: ``"loss"`` (greedy, measured on the validation split, or on the example
+            inputs without data) or ``"influence"`` (one pass: blocks whose output is closest
+            to their input go first).
+        ignored: fnmatch patterns of block names that stay (``["encoder.layer.0"]``).
+        samples: validation sentences or images that ``"loss"`` measures on (training items for ``"influence"``).
+        seed: seed of the draw of those samples.
+        measure_latency: time the model on the example inputs before and after.
+
+    Example:
+        >>> BlockPruning(count=3).importance
+        'loss'
+        >>> BlockPruning(ratio=1.0)
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: BlockPruning.ratio=1.0 is invalid: expected a number in [0, 1)
+    """
+
+    ratio: float = 0.25
+    count: int | None = None
+    importance: str = "loss"
+    ignored: tuple[str, ...] = ()
+    samples: int = 256
+    seed: int = 0
+    measure_latency: bool = True
+
+    def validate(self) -> None:
+        check_range(self, "ratio", 0, 1, hi_open=True)
+        if self.count is not None:
+            check_range(self, "count", 0, None, integer=True)
+        check_choice(self, "importance", BLOCK_IMPORTANCES)
+        check_type(self, "ignored", tuple, "a list of block-name patterns such as ['encoder.layer.0']")
+        if not all(isinstance(p, str) for p in self.ignored):
+            raise ConfigError("ignored", self.ignored, "a list of block-name patterns such as ['encoder.layer.0']", "BlockPruning")
+        check_range(self, "samples", 1, None, integer=True)
+        check_range(self, "seed", 0, 2**63 - 1, integer=True)
+        check_type(self, "measure_latency", bool, "true or false")
+
+
+# --------------------------------------------------------------------------- finding blocks
+
+
+@dataclass(frozen=True)
+class Block:
+    """One removable block: the stack (container) it lives in and its position there."""
+
+    container: str
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.container}.{self.index}" if self.container else str(self.index)
+
+
+def _first_tensor(value: Any) -> Tensor | None:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        return next((t for t in (_first_tensor(v) for v in value) if t is not None), None)
+    if isinstance(value, dict):
+        return next((t for t in (_first_tensor(v) for v in value.values()) if t is not None), None)
+    return None
+
+
+def _block_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
+    # Hugging Face layers may take their hidden states as a keyword.
+    x = _first_tensor(args)
+    return x if x is not None else _first_tensor(kwargs.get("hidden_states", kwargs))
+
+
+def _stacks(model: nn.Module) -> dict[str, list[int]]:
+    """Containers holding repeated composite blocks, with the positions of those blocks (shape not yet checked)."""
+    out: dict[str, list[int]] = {}
+    for name, container in model.named_modules():
+        if not isinstance(container, (nn.ModuleList, nn.Sequential)) or len(container) < 2:
+            continue
+        kinds = [type(m) for m in container]
+        idx = [i for i, m in enumerate(container)
+               if kinds.count(type(m)) >= 2 and any(True for _ in m.children()) and any(True for _ in m.parameters())]
+        if idx:
+            out[name] = idx
+    return out
+
+
+@torch.no_grad()
+def find_blocks(model: nn.Module, example_inputs: tuple[Any, ...]) -> list[Block]:
+    """The blocks of ``model`` that can be removed: repeated, composite, called once, output shaped like input.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("resnet_small", blocks=3)
+        >>> [b.name for b in find_blocks(m, ds.models.example_inputs(m))]
+        ['layer1.0', 'layer1.1', 'layer1.2', 'layer2.1', 'layer2.2', 'layer3.1', 'layer3.2']
+    """
+    stacks = _stacks(model)
+    seen: dict[tuple[str, int], list[bool]] = {}
+    handles = []
+    for container, positions in stacks.items():
+        stack = model.get_submodule(container)
+        for i in positions:
+            def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, key: tuple[str, int] = (container, i)) -> None:
+                x, y = _block_input(args, kwargs), _first_tensor(out)
+                seen.setdefault(key, []).append(x is not None and y is not None and x.shape == y.shape and x.dtype == y.dtype)
+            handles.append(stack[i].register_forward_hook(hook, with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        model(*example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    blocks = [Block(c, i) for c, positions in stacks.items() for i in positions if seen.get((c, i)) == [True]]
+    # Nested stacks (a stage of blocks inside a list of stages): only the innermost blocks are candidates.
+    names = {b.name for b in blocks}
+    return [b for b in blocks if not any(other.startswith(b.name + ".") for other in names)]
+
+
+# --------------------------------------------------------------------------- removal and replay
+
+
+def _renumber_layer_idx(block: nn.Module, old: int, new: int) -> None:
+    # Hugging Face decoder layers index their key/value cache by layer_idx.
+    for m in block.modules():
+        if getattr(m, "layer_idx", None) == old:
+            m.layer_idx = new
+
+
+def _sync_layer_counts(model: nn.Module, old: int, new: int) -> None:
+    """Hugging Face configs that count the stack's layers (``num_hidden_layers``) follow the removal."""
+    done: set[int] = set()
+    for m in model.modules():
+        cfg = getattr(m, "config", None)
+        if cfg is None or id(cfg) in done:
+            continue
+        done.add(id(cfg))
+        if getattr(cfg, "num_hidden_layers", None) == old:
+            cfg.num_hidden_layers = new
+
+
+def remove_blocks(model: nn.Module, container: str, removed: Sequence[int]) -> list[nn.Module]:
+    """Delete the blocks at positions ``removed`` of the stack ``container``; returns the removed blocks.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2)))
+        >>> _ = remove_blocks(m, "", [0, 2]); len(m)
+        1
+    """
+    stack = model.get_submodule(container)
+    if not isinstance(stack, (nn.ModuleList, nn.Sequential)):
+        raise ValueError(f"{container!r} is a {type(stack).__name__}, not a stack of blocks")
+    gone = set(int(i) for i in removed)
+    if not gone or min(gone) < 0 or max(gone) >= len(stack) or len(gone) >= len(stack):
+        raise ValueError(f"cannot remove blocks {sorted(gone)} of the {len(stack)} in {container!r}")
+    old = len(stack)
+    children = list(stack)
+    kept = [(i, m) for i, m in enumerate(children) if i not in gone]
+    for key in list(stack._modules):
+        del stack._modules[key]
+    for new, (i, m) in enumerate(kept):
+        _renumber_layer_idx(m, i, new)
+        stack._modules[str(new)] = m
+    _sync_layer_counts(model, old, len(kept))
+    return [m for i, m in enumerate(children) if i in gone]
+
+
+@register_surgery("remove_blocks")
+def replay_remove_blocks(model: nn.Module, entry: dict[str, Any]) -> None:
+    """Replay of a ``remove_blocks`` entry on a freshly built model."""
+    removed = entry["removed"]
+    if not isinstance(removed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in removed):
+        raise ValueError("'removed' must be a list of block positions")
+    remove_blocks(model, str(entry["container"]), removed)
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+class _Snapshot:
+    """The stacks of a model as they are now (their blocks, the blocks' ``layer_idx``, config layer counts), to put back."""
+
+    def __init__(self, model: nn.Module, containers: Sequence[str]) -> None:
+        self.model = model
+        self.stacks = {c: list(model.get_submodule(c)) for c in containers}
+        self.layer_idx = [(m, m.layer_idx) for blocks in self.stacks.values() for b in blocks for m in b.modules()
+                          if isinstance(getattr(m, "layer_idx", None), int)]
+        self.counts = [(m.config, m.config.num_hidden_layers) for m in model.modules()
+                       if isinstance(getattr(getattr(m, "config", None), "num_hidden_layers", None), int)]
+
+    def restore(self) -> None:
+        for container, blocks in self.stacks.items():
+            stack = self.model.get_submodule(container)
+            for key in list(stack._modules):
+                del stack._modules[key]
+            for i, m in enumerate(blocks):
+                stack._modules[str(i)] = m
+        for m, idx in self.layer_idx:
+            m.layer_idx = idx
+        for cfg, n in self.counts:
+            cfg.num_hidden_layers = n
+
+
+def _without(model: nn.Module, block: Block, probe: Any) -> float:
+    """The probe's loss with ``block`` taken out (then put back exactly as it was)."""
+    snapshot = _Snapshot(model, [block.container])
+    remove_blocks(model, block.container, [block.index])
+    try:
+        return float(probe(model))
+    finally:
+        snapshot.restore()
+
+
+@torch.no_grad()
+def _influence(model: nn.Module, blocks: list[Block], batches: list[tuple[Any, ...]]) -> dict[Block, float]:
+    """Mean cosine distance between each block's input and output over the batches (ShortGPT's block influence)."""
+    sums: dict[Block, list[float]] = {b: [0.0, 0.0] for b in blocks}
+    handles = []
+    for b in blocks:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, b: Block = b) -> None:
+            x, y = _block_input(args, kwargs), _first_tensor(out)
+            d = 1.0 - F.cosine_similarity(x.float().flatten(0, -2) if x.dim() > 1 else x.float()[None],
+                                          y.float().flatten(0, -2) if y.dim() > 1 else y.float()[None], dim=-1)
+            sums[b][0] += float(d.sum())
+            sums[b][1] += d.numel()
+        handles.append(model.get_submodule(b.container)[b.index].register_forward_hook(hook, with_kwargs=True))
+    try:
+        for batch in batches:
+            model(*batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {b: s / max(n, 1) for b, (s, n) in sums.items()}
+
+
+def _target_count(config: BlockPruning, candidates: int) -> int:
+    return config.count if config.count is not None else int(config.ratio * candidates + 0.5)
+
+
+@prune_.register(BlockPruning)
+def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any = None, data: Any = None, **_: Any) -> Report:
+    """Physically remove whole blocks as ``config`` says; records the surgery log; returns a Report.
+
+    ``data`` (a DataBundle) gives the validation split that ``"loss"`` measures on
+    and the training items of ``"influence"``; without it both use ``example_inputs``.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> m = ds.models.create("resnet_small", blocks=2)
+        >>> r = ds.prune_(m, ds.BlockPruning(count=1), example_inputs=ds.models.example_inputs(m))
+        >>> r.figures["blocks_before"] - r.figures["blocks_after"]
+        1
+    """
+    from ..factorize.calibrate import LossProbe  # the same loss that ranks layers for factorization
+    from .activation_importance import calibration_batches
+
+    if example_inputs is None and data is not None:
+        from ..models.inputs import example_inputs as _examples
+
+        example_inputs = _examples(model, data)
+    if example_inputs is None:
+        raise ConfigError("example_inputs", None, "inputs to find the blocks with: prune_(model, cfg, example_inputs=(x,)) or data=bundle",
+                          "BlockPruning")
+    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if (exc := forward_error(model, inputs)) is not None:
+        raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: {str(exc)[:200]})",
+                          "a tuple of tensors the model's forward takes positionally, in order", "BlockPruning")
+    all_blocks = find_blocks(model, inputs)
+    candidates = [b for b in all_blocks if not any(fnmatch.fnmatchcase(b.name, p) for p in config.ignored)]
+    count = _target_count(config, len(all_blocks))
+    per_stack = {c: sum(1 for b in candidates if b.container == c) for c in {b.container for b in candidates}}
+    sizes = {c: len(model.get_submodule(c)) for c in per_stack}
+    # Every stack keeps at least one block.
+    removable = sum(min(n, sizes[c] - 1) for c, n in per_stack.items())
+    if count > removable:
+        found = ", ".join(b.name for b in all_blocks[:8]) or "none"
+        raise UnsupportedModelError(
+            f"BlockPruning wants to remove {count} blocks but {type(model).__name__} has {removable} removable "
+            f"(repeated residual blocks whose output is shaped like their input, one kept per stack; found: {found}). "
+            "Lower count or ratio, loosen ignored, or use ChannelPruning to make blocks narrower instead."
+        )
+    report = Report(method="block_pruning")
+    report.figures.update(blocks_before=len(all_blocks), params_before=sum(p.numel() for p in model.parameters()))
+    costs = [measure_cost(model, inputs)] if config.measure_latency and count else []
+    was_training = model.training
+    model.eval()
+    names = {id(model.get_submodule(b.container)[b.index]): b.name for b in candidates}
+    chosen: list[tuple[nn.Module, float]] = []  # (block module, its score when chosen), in the order chosen
+    entries: list[dict[str, Any]] = []
+    snapshot = _Snapshot(model, sorted(per_stack))
+    try:
+        if count and config.importance == "influence":
+            batches = calibration_batches(model, data, max(1, config.samples // 32), 32, config.seed) if data is not None else [inputs]
+            scores = _influence(model, candidates, batches)
+            left = dict(sizes)
+            by_stack: dict[str, list[int]] = {}
+            for b in sorted(candidates, key=lambda b: (scores[b], b.name)):
+                if len(chosen) < count and left[b.container] > 1:
+                    left[b.container] -= 1
+                    chosen.append((model.get_submodule(b.container)[b.index], scores[b]))
+                    by_stack.setdefault(b.container, []).append(b.index)
+            for container, removed in sorted(by_stack.items()):
+                remove_blocks(model, container, removed)
+                entries.append({"op": "remove_blocks", "container": container, "removed": sorted(removed)})
+        elif count:
+            probe = LossProbe(model, data, inputs, config.samples, seed=config.seed)
+            report.figures["loss_before"] = probe(model)
+            pool = {id(model.get_submodule(b.container)[b.index]) for b in candidates}
+            for _ in range(count):
+                live = [Block(c, i) for c in sorted(per_stack) for i, m in enumerate(model.get_submodule(c))
+                        if id(m) in pool and len(model.get_submodule(c)) > 1]
+                losses = {b: _without(model, b, probe) for b in live}
+                best = min(live, key=lambda b: losses[b])  # ties: the first in model order
+                module = model.get_submodule(best.container)[best.index]
+                remove_blocks(model, best.container, [best.index])
+                entries.append({"op": "remove_blocks", "container": best.container, "removed": [best.index]})
+                pool.discard(id(module))
+                chosen.append((module, losses[best]))
+            report.figures["loss_after"] = chosen[-1][1]
+        exc = forward_error(model, inputs) if chosen else None
+    except Exception as err:  # noqa: BLE001 - any failure of a forward without a block: put the model back, then say why
+        exc = err
+    finally:
+        model.train(was_training)
+    if exc is not None:
+        snapshot.restore()
+        raise UnsupportedModelError(
+            f"{type(model).__name__} does not run with blocks removed ({type(exc).__name__}: {str(exc)[:200]}): its forward "
+            "relies on the number of blocks. The model is unchanged; keep those blocks with ignored=[...], or use "
+            "ChannelPruning instead."
+        ) from None
+    for entry in entries:
+        record_surgery(model, entry)
+    report.changed = [names[id(m)] for m, _ in chosen]
+    report.per_layer = {names[id(m)]: {"score": s, "order": k} for k, (m, s) in enumerate(chosen)}
+    report.figures.update(blocks_removed=len(chosen), blocks_after=len(all_blocks) - len(chosen),
+                          params_after=sum(p.numel() for p in model.parameters()), importance=config.importance)
+    if costs:
+        costs.append(measure_cost(model, inputs))
+        report.figures.update(macs_before=costs[0]["macs"], macs_after=costs[-1]["macs"],
+                              latency_ms_before=costs[0]["latency_ms"], latency_ms_after=costs[-1]["latency_ms"],
+                              speedup=costs[0]["latency_ms"] / max(costs[-1]["latency_ms"], 1e-9))
+    return report
+
+
+__all__: Sequence[str] = ["BLOCK_IMPORTANCES", "Block", "BlockPruning", "block_prune", "find_blocks", "remove_blocks",
+                          "replay_remove_blocks"]
