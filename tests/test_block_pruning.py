@@ -192,3 +192,29 @@ def test_minilm_prune_recipe_removes_layers_then_heads_and_neurons():
     assert stages[0].config == ds.BlockPruning(count=3, importance="loss")
     assert isinstance(stages[1].config, ds.ChannelPruning) and stages[1].config.head_ratio == 0.08
     assert stages[0].finetune is None and stages[1].finetune is not None and stages[1].finetune.dropout == 0.0
+
+
+def _shift(v: torch.Tensor) -> Residual:
+    block = Residual(zero=True)
+    with torch.no_grad():
+        block.fc.bias.copy_(v)
+    return block
+
+
+def test_exhaustive_search_finds_the_pair_that_greedy_misses():
+    torch.manual_seed(0)
+    v, w = torch.randn(8), torch.randn(8)
+    # blocks 0 and 1 cancel each other (+v then -v); block 2 is the cheapest single removal (a small shift)
+    blocks = [_shift(v), _shift(-v), _shift(0.1 * w)]
+    x = torch.randn(16, 4)
+    reference = _net(blocks)
+    greedy, exhaustive = copy.deepcopy(reference), copy.deepcopy(reference)
+    report = ds.prune_(greedy, ds.BlockPruning(count=2, search="greedy", measure_latency=False), example_inputs=(x,))
+    assert "1.2" in report.changed and report.figures["search"] == "greedy"
+    report = ds.prune_(exhaustive, ds.BlockPruning(count=2, measure_latency=False), example_inputs=(x,))
+    assert sorted(report.changed) == ["1.0", "1.1"] and report.figures["search"] == "exhaustive (3 sets)"
+    assert report.figures["loss_after"] < 1e-10
+    # what is left is the small shift alone, not the pair
+    assert torch.allclose(exhaustive[1][0].fc.bias, 0.1 * w)
+    assert torch.allclose(exhaustive(x), reference[2](reference[1][2](reference[0](x))), atol=1e-6)
+    assert surgery_log(exhaustive) == [{"op": "remove_blocks", "container": "1", "removed": [0, 1]}]

@@ -17,11 +17,12 @@ downsampling one). At least one block of every stack stays.
 
 Which blocks go:
 
-- ``importance="loss"`` (default): greedily, the block whose removal raises
-  the model's loss on the validation split least (cross-entropy for
+- ``importance="loss"`` (default): the set of blocks whose removal raises the
+  model's loss on the validation split least (cross-entropy for
   classification, one minus the cosine of sentence embeddings to the
-  original's for text, the output's relative error otherwise), measured again
-  after every removal, so that the blocks chosen work together.
+  original's for text, the output's relative error otherwise): every set
+  measured when there are few (``search="auto"``: at most 64), else greedily,
+  one block at a time, measuring again after each removal.
 - ``importance="influence"``: one pass on training data; a block whose
   output is closest (cosine) to its input changes least and goes first
   (ShortGPT's block influence, Men et al. 2024). Cheaper, no validation split needed.
@@ -46,6 +47,8 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +65,9 @@ from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost
 
 BLOCK_IMPORTANCES = ("loss", "influence")
+BLOCK_SEARCHES = ("auto", "exhaustive", "greedy")
+# "auto" tries every set of blocks when there are at most this many sets (6 layers choose 3: 20), else goes greedily.
+EXHAUSTIVE_LIMIT = 64
 
 
 @register_config("block_pruning")
@@ -72,9 +78,13 @@ class BlockPruning(Config):
     Fields:
         ratio: fraction of the removable blocks to remove (rounded to the nearest count), in [0, 1).
         count: remove exactly this many blocks instead of ``ratio`` (None: use ``ratio``).
-        importance: ``"loss"`` (greedy, measured on the validation split, or on the example
-            inputs without data) or ``"influence"`` (one pass: blocks whose output is closest
-            to their input go first).
+        importance: ``"loss"`` (measured on the validation split, or on the example inputs
+            without data) or ``"influence"`` (one pass: blocks whose output is closest to their
+            input go first).
+        search: how ``"loss"`` looks for the set of blocks: ``"exhaustive"`` measures every set,
+            ``"greedy"`` removes the cheapest block, measures again, and so on; ``"auto"`` is
+            exhaustive up to 64 sets (MiniLM's 6 layers choose 2: greedy removes layers 2 then 1,
+            cosine 0.831 on pydoc's validation split, while layers 1 and 3 keep 0.843).
         ignored: fnmatch patterns of block names that stay (``["encoder.layer.0"]``).
         samples: validation sentences or images that ``"loss"`` measures on (training items for ``"influence"``).
         seed: seed of the draw of those samples.
@@ -92,6 +102,7 @@ class BlockPruning(Config):
     ratio: float = 0.25
     count: int | None = None
     importance: str = "loss"
+    search: str = "auto"
     ignored: tuple[str, ...] = ()
     samples: int = 256
     seed: int = 0
@@ -102,6 +113,7 @@ class BlockPruning(Config):
         if self.count is not None:
             check_range(self, "count", 0, None, integer=True)
         check_choice(self, "importance", BLOCK_IMPORTANCES)
+        check_choice(self, "search", BLOCK_SEARCHES)
         check_type(self, "ignored", tuple, "a list of block-name patterns such as ['encoder.layer.0']")
         if not all(isinstance(p, str) for p in self.ignored):
             raise ConfigError("ignored", self.ignored, "a list of block-name patterns such as ['encoder.layer.0']", "BlockPruning")
@@ -274,14 +286,24 @@ class _Snapshot:
             cfg.num_hidden_layers = n
 
 
-def _without(model: nn.Module, block: Block, probe: Any) -> float:
-    """The probe's loss with ``block`` taken out (then put back exactly as it was)."""
-    snapshot = _Snapshot(model, [block.container])
-    remove_blocks(model, block.container, [block.index])
+def _without_set(model: nn.Module, blocks: Sequence[Block], probe: Any) -> float:
+    """The probe's loss with ``blocks`` taken out (then put back exactly as they were)."""
+    containers = sorted({b.container for b in blocks})
+    snapshot = _Snapshot(model, containers)
+    for container in containers:
+        remove_blocks(model, container, [b.index for b in blocks if b.container == container])
     try:
         return float(probe(model))
     finally:
         snapshot.restore()
+
+
+def _block_sets(candidates: list[Block], sizes: dict[str, int], count: int, search: str) -> list[tuple[Block, ...]] | None:
+    """Every set of ``count`` candidates that leaves each stack a block, or None when the search should go greedily."""
+    if search == "greedy" or (search == "auto" and math.comb(len(candidates), count) > EXHAUSTIVE_LIMIT):
+        return None
+    return [s for s in itertools.combinations(candidates, count)
+            if all(sum(1 for b in s if b.container == c) < n for c, n in sizes.items())]
 
 
 @torch.no_grad()
@@ -378,17 +400,29 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
         elif count:
             probe = LossProbe(model, data, inputs, config.samples, seed=config.seed)
             report.figures["loss_before"] = probe(model)
-            pool = {id(model.get_submodule(b.container)[b.index]) for b in candidates}
-            for _ in range(count):
-                live = [Block(c, i) for c in sorted(per_stack) for i, m in enumerate(model.get_submodule(c))
-                        if id(m) in pool and len(model.get_submodule(c)) > 1]
-                losses = {b: _without(model, b, probe) for b in live}
-                best = min(live, key=lambda b: losses[b])  # ties: the first in model order
-                module = model.get_submodule(best.container)[best.index]
-                remove_blocks(model, best.container, [best.index])
-                entries.append({"op": "remove_blocks", "container": best.container, "removed": [best.index]})
-                pool.discard(id(module))
-                chosen.append((module, losses[best]))
+            sets = _block_sets(candidates, sizes, count, config.search)
+            if sets is not None:
+                losses = [_without_set(model, chosen_set, probe) for chosen_set in sets]
+                best_set = sets[min(range(len(sets)), key=losses.__getitem__)]  # ties: the first in model order
+                chosen = [(model.get_submodule(b.container)[b.index], min(losses)) for b in best_set]
+                for container in sorted({b.container for b in best_set}):
+                    removed = sorted(b.index for b in best_set if b.container == container)
+                    remove_blocks(model, container, removed)
+                    entries.append({"op": "remove_blocks", "container": container, "removed": removed})
+                report.figures["search"] = f"exhaustive ({len(sets)} sets)"
+            else:
+                pool = {id(model.get_submodule(b.container)[b.index]) for b in candidates}
+                for _ in range(count):
+                    live = [Block(c, i) for c in sorted(per_stack) for i, m in enumerate(model.get_submodule(c))
+                            if id(m) in pool and len(model.get_submodule(c)) > 1]
+                    step = {b: _without_set(model, [b], probe) for b in live}
+                    best = min(live, key=lambda b: step[b])  # ties: the first in model order
+                    module = model.get_submodule(best.container)[best.index]
+                    remove_blocks(model, best.container, [best.index])
+                    entries.append({"op": "remove_blocks", "container": best.container, "removed": [best.index]})
+                    pool.discard(id(module))
+                    chosen.append((module, step[best]))
+                report.figures["search"] = "greedy"
             report.figures["loss_after"] = chosen[-1][1]
         exc = forward_error(model, inputs) if chosen else None
     except Exception as err:  # noqa: BLE001 - any failure of a forward without a block: put the model back, then say why
@@ -416,5 +450,5 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
     return report
 
 
-__all__: Sequence[str] = ["BLOCK_IMPORTANCES", "Block", "BlockPruning", "block_prune", "find_blocks", "remove_blocks",
+__all__: Sequence[str] = ["BLOCK_IMPORTANCES", "BLOCK_SEARCHES", "EXHAUSTIVE_LIMIT", "Block", "BlockPruning", "block_prune", "find_blocks", "remove_blocks",
                           "replay_remove_blocks"]
