@@ -14,15 +14,20 @@ sentence embeddings to the original's, on the *test* split of each text):
    selection, least-squares refit on pydoc plus word-replaced copies) at several
    splits; speed at batch 1 (one 20-token sentence, one thread) in fp32 and with
    dynamic int8 on top, and the cosine on pydoc, licence and everyday English.
+3. Depth frontier. Whole layers removed (BlockPruning, greedy by the loss on pydoc's
+   validation split, every set measured), alone and followed by width pruning of the layers left;
+   same speed and cosine measurements (``--depth`` runs only this part and keeps the
+   saved results of the others).
 
 Results: ``benchmarks/results/minilm_frontier.json`` and the ``minilm-frontier`` section of
 BENCHMARKS.md. Not run by CI (about 25 minutes on 2 cores).
 
-Run: ``.venv/bin/python benchmarks/bench_minilm_frontier.py``
+Run: ``.venv/bin/python benchmarks/bench_minilm_frontier.py [--depth]``
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -116,6 +121,38 @@ def pruning_frontier(reference: nn.Module, pydoc: Any, sets: dict[str, Any]) -> 
     return {"rows": rows, "tokens": int(example[0].shape[1]), "fp32_ms": round(latency["fp32"]["median_ms"], 2)}
 
 
+# (layers removed of 6, then heads removed of 12 and fraction of FFN neurons removed in each layer left);
+# the shipped minilm-prune recipe is (3, 1, 0.25)
+DEPTH_SPLITS = [(1, 0, 0.0), (2, 0, 0.0), (3, 0, 0.0), (3, 1, 0.10), (3, 1, 0.25), (3, 2, 0.20)]
+
+
+def depth_frontier(reference: nn.Module, pydoc: Any, sets: dict[str, Any]) -> dict[str, Any]:
+    recipe = load_recipe("minilm-prune")
+    blocks, width = recipe.stages[0].config, recipe.stages[1].config
+    calibration = widen_text_data(pydoc, model_words(reference), copies=recipe.calibration.copies,
+                                  rate=recipe.calibration.rate)
+    one = reference.tokenize(["The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat."])
+    example = (one["input_ids"], one["attention_mask"])
+    timed: dict[str, nn.Module] = {"fp32": reference}
+    rows = []
+    for layers, heads, ffn in DEPTH_SPLITS:
+        model = ds.models.create("minilm")
+        report = ds.prune_(model, blocks.replace(count=layers, measure_latency=False), data=calibration)
+        if heads or ffn:
+            cfg = width.replace(ratio=ffn, head_ratio=heads / 12 - 0.01, measure_latency=False)
+            verb_for(cfg)(model, cfg, data=calibration, example_inputs=ds.models.example_inputs(model, pydoc))
+        key = f"{layers}/{heads}/{ffn}"
+        row = {"layers_removed": layers, "which": report.changed, "heads_removed": heads, "ffn_removed": ffn,
+               "cosine": _cosines(model.eval(), reference, sets)}
+        print(row, flush=True)
+        rows.append(row)
+        timed[key] = model
+    latency = compare_latency(timed, example, rounds=9, repeats=10, threads=1)
+    for row in rows:
+        row["speedup"] = round(latency[f"{row['layers_removed']}/{row['heads_removed']}/{row['ffn_removed']}"]["speedup"], 2)
+    return {"rows": rows, "tokens": int(example[0].shape[1]), "fp32_ms": round(latency["fp32"]["median_ms"], 2)}
+
+
 def render(results: dict[str, Any]) -> str:
     names = list(results["sets"])
     lines = ["### all-MiniLM-L6-v2: the calibration domain and the pruning frontier (`benchmarks/bench_minilm_frontier.py`)", "",
@@ -139,10 +176,25 @@ def render(results: dict[str, Any]) -> str:
         lines.append(f"| {r['heads_removed']} | {r['ffn_removed']:.0%} | {r['speedup']:.2f}x | "
                      + " | ".join(f"{r['cosine'][k]:.3f}" for k in names) + f" | {r['speedup_int8']:.2f}x | "
                      + " | ".join(f"{r['cosine_int8'][k]:.3f}" for k in names) + " |")
+    d = results.get("depth_frontier")
+    if d:
+        lines += ["", f"**Depth frontier** (measured {results.get('depth_machine', results['machine'])}). Whole layers removed (BlockPruning: of all sets of layers, the one with the least cosine loss on pydoc's "
+                  f"validation split), then heads and FFN neurons of the layers left (as above), no fine-tuning; speed-up "
+                  f"at batch 1 ({d['tokens']} tokens, one thread, fp32 {d['fp32_ms']:.1f} ms). The shipped minilm-prune "
+                  "recipe is 3 layers, 1 head, 25%.", "",
+                  "| layers removed (of 6) | which | heads removed (of 12) | FFN removed | speed-up | " + " | ".join(names) + " |",
+                  "|---:|---|---:|---:|---:|" + "---:|" * len(names)]
+        for r in d["rows"]:
+            which = ", ".join(n.rsplit(".", 1)[-1] for n in r["which"])
+            lines.append(f"| {r['layers_removed']} | {which} | {r['heads_removed']} | {r['ffn_removed']:.0%} | {r['speedup']:.2f}x | "
+                         + " | ".join(f"{r['cosine'][k]:.3f}" for k in names) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--depth", action="store_true", help="run only the depth frontier; keep the other saved results")
+    args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
     reference = ds.models.create("minilm").eval()
@@ -150,8 +202,12 @@ def main() -> None:
     held = {k: ds.data.load(f"text:{v}") for k, v in TEXTS.items()}
     sets = {"pydoc": pydoc.test, **{k: d.test for k, d in held.items()}}
     results: dict[str, Any] = {"machine": machine(), "sets": {k: len(v) for k, v in sets.items()}}
-    results["calibration_domain"] = calibration_domain(reference, pydoc, held, sets)
-    results["pruning_frontier"] = pruning_frontier(reference, pydoc, sets)
+    if args.depth and OUT.is_file():
+        results = {**json.loads(OUT.read_text()), "depth_machine": machine()}
+    else:
+        results["calibration_domain"] = calibration_domain(reference, pydoc, held, sets)
+        results["pruning_frontier"] = pruning_frontier(reference, pydoc, sets)
+    results["depth_frontier"] = depth_frontier(reference, pydoc, sets)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     write_section("minilm-frontier", render(results))
