@@ -218,3 +218,34 @@ def test_exhaustive_search_finds_the_pair_that_greedy_misses():
     assert torch.allclose(exhaustive[1][0].fc.bias, 0.1 * w)
     assert torch.allclose(exhaustive(x), reference[2](reference[1][2](reference[0](x))), atol=1e-6)
     assert surgery_log(exhaustive) == [{"op": "remove_blocks", "container": "1", "removed": [0, 1]}]
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("torchvision:resnet18", "layer"),                 # BasicBlocks that keep their shape
+    ("torchvision:mobilenet_v2", "features."),         # inverted residuals, not the conv chains inside them
+    ("torchvision:regnet_x_400mf", "trunk_output."),   # named blocks ("block1-1") keep their names
+])
+def test_torchvision_blocks_are_whole_blocks_and_rebuild_exactly(tmp_path, spec, expected):
+    model = ds.models.create(spec, num_classes=10).eval()
+    inputs = ds.models.example_inputs(model)
+    found = find_blocks(model, inputs)
+    assert found and all(not isinstance(model.get_submodule(b.name), nn.Sequential) for b in found)
+    assert all(".conv." not in b.name and ".block." not in b.name for b in found)
+    report = ds.prune_(model, ds.BlockPruning(count=2, measure_latency=False), example_inputs=inputs)
+    assert len(report.changed) == 2 and all(n.startswith(expected) for n in report.changed)
+    ds.save(model, tmp_path / "m.dsz")
+    loaded = ds.load(tmp_path / "m.dsz").eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_hugging_face_decoders_lose_layers_and_keep_their_layer_indices():
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                   num_key_value_heads=2, intermediate_size=32)
+    model = transformers.LlamaModel(cfg).eval()
+    ids = torch.randint(0, 64, (2, 5))
+    report = ds.prune_(model, ds.BlockPruning(count=2, measure_latency=False), example_inputs=(ids,))
+    assert len(model.layers) == 2 and model.config.num_hidden_layers == 2 and len(report.changed) == 2
+    assert [layer.self_attn.layer_idx for layer in model.layers] == [0, 1]
+    assert model(ids, use_cache=True).last_hidden_state.shape == (2, 5, 16)  # the key/value cache indexes by layer_idx

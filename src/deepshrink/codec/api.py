@@ -291,7 +291,14 @@ def _build(header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
         except SpecError as exc:
             raise FormatError(f"{path}: cannot rebuild architecture {spec!r}: {exc}") from None
         except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
-            raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
+            if not (_needs_real_tensors(exc) and _bounded_size(kwargs)):
+                raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
+            # A constructor that computes with tensor values (torchvision's RegNet derives its widths with
+            # torch ops) cannot run on the meta device. Its sizes come from its own code plus at most a
+            # bounded class count, so a real build allocates no more than the base model itself.
+            probe = _build_real(spec, kwargs, header, path)
+            _check_matches(probe, header, path)
+            return probe
         _check_matches(probe, header, path)
     try:
         model = models.create(spec, **kwargs)
@@ -300,6 +307,31 @@ def _build(header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
     except (TypeError, ValueError) as exc:
         raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
     return replay_surgery(model, header.surgery)
+
+
+# The only argument a rebuilt-for-real model may take from the file, and its bound (ImageNet-21k has 21,841 classes).
+_REAL_BUILD_KWARGS = {"num_classes": 50_000}
+
+
+def _needs_real_tensors(exc: BaseException) -> bool:
+    return isinstance(exc, (RuntimeError, NotImplementedError)) and "meta" in str(exc).lower()
+
+
+def _bounded_size(kwargs: dict[str, Any]) -> bool:
+    """Whether the file's constructor arguments cannot make a real build allocate more than the base model."""
+    return all(k in _REAL_BUILD_KWARGS and isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _REAL_BUILD_KWARGS[k]
+               for k, v in kwargs.items())
+
+
+def _build_real(spec: str, kwargs: dict[str, Any], header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
+    from .. import models
+
+    try:
+        return replay_surgery(models.create(spec, **kwargs), header.surgery)
+    except SpecError as exc:
+        raise FormatError(f"{path}: cannot rebuild architecture {spec!r}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
 
 
 def _check_matches(model: nn.Module, header: container.Header, path: str | os.PathLike[str]) -> None:

@@ -131,10 +131,11 @@ class Block:
 
     container: str
     index: int
+    key: str  # the block's name in its container ("1" in most stacks, "block1-1" in torchvision's RegNet)
 
     @property
     def name(self) -> str:
-        return f"{self.container}.{self.index}" if self.container else str(self.index)
+        return f"{self.container}.{self.key}" if self.container else self.key
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -160,8 +161,11 @@ def _stacks(model: nn.Module) -> dict[str, list[int]]:
         if not isinstance(container, (nn.ModuleList, nn.Sequential)) or len(container) < 2:
             continue
         kinds = [type(m) for m in container]
+        # A plain chain of layers (nn.Sequential, such as Conv-BN-ReLU) computes no residual: taking it out is not
+        # removing a block but cutting the network. Blocks have their own forward.
         idx = [i for i, m in enumerate(container)
-               if kinds.count(type(m)) >= 2 and any(True for _ in m.children()) and any(True for _ in m.parameters())]
+               if kinds.count(type(m)) >= 2 and not isinstance(m, (nn.Sequential, nn.ModuleList))
+               and any(True for _ in m.children()) and any(True for _ in m.parameters())]
         if idx:
             out[name] = idx
     return out
@@ -195,10 +199,15 @@ def find_blocks(model: nn.Module, example_inputs: tuple[Any, ...]) -> list[Block
         for h in handles:
             h.remove()
         model.train(was_training)
-    blocks = [Block(c, i) for c, positions in stacks.items() for i in positions if seen.get((c, i)) == [True]]
-    # Nested stacks (a stage of blocks inside a list of stages): only the innermost blocks are candidates.
-    names = {b.name for b in blocks}
-    return [b for b in blocks if not any(other.startswith(b.name + ".") for other in names)]
+    keys = {c: list(model.get_submodule(c)._modules) for c in stacks}
+    blocks = [Block(c, i, keys[c][i]) for c, positions in stacks.items() for i in positions if seen.get((c, i)) == [True]]
+    # A block inside another block (a stage that is itself a block of blocks): the outer one is the block when
+    # the inner one sits in its internals, the inner ones when the outer is only their container.
+    def inside(inner: Block, outer: Block) -> bool:
+        return inner.name.startswith(outer.name + ".")
+    return [b for b in blocks
+            if not any(inside(o, b) and o.container == b.name for o in blocks)  # b holds a stack of blocks: they go
+            and not any(inside(b, o) and b.container != o.name for o in blocks)]  # b is part of a block's insides
 
 
 # --------------------------------------------------------------------------- removal and replay
@@ -239,15 +248,17 @@ def remove_blocks(model: nn.Module, container: str, removed: Sequence[int]) -> l
     if not gone or min(gone) < 0 or max(gone) >= len(stack) or len(gone) >= len(stack):
         raise ValueError(f"cannot remove blocks {sorted(gone)} of the {len(stack)} in {container!r}")
     old = len(stack)
-    children = list(stack)
-    kept = [(i, m) for i, m in enumerate(children) if i not in gone]
+    children = list(stack._modules.items())
+    # Numbered stacks stay numbered 0..n-1 (a ModuleList must); named ones (RegNet's "block1-0") keep their names.
+    numbered = isinstance(stack, nn.ModuleList) or [k for k, _ in children] == [str(i) for i in range(old)]
+    kept = [(i, k, m) for i, (k, m) in enumerate(children) if i not in gone]
     for key in list(stack._modules):
         del stack._modules[key]
-    for new, (i, m) in enumerate(kept):
+    for new, (i, key, m) in enumerate(kept):
         _renumber_layer_idx(m, i, new)
-        stack._modules[str(new)] = m
+        stack._modules[str(new) if numbered else key] = m
     _sync_layer_counts(model, old, len(kept))
-    return [m for i, m in enumerate(children) if i in gone]
+    return [m for i, (_, m) in enumerate(children) if i in gone]
 
 
 @register_surgery("remove_blocks")
@@ -267,8 +278,8 @@ class _Snapshot:
 
     def __init__(self, model: nn.Module, containers: Sequence[str]) -> None:
         self.model = model
-        self.stacks = {c: list(model.get_submodule(c)) for c in containers}
-        self.layer_idx = [(m, m.layer_idx) for blocks in self.stacks.values() for b in blocks for m in b.modules()
+        self.stacks = {c: list(model.get_submodule(c)._modules.items()) for c in containers}
+        self.layer_idx = [(m, m.layer_idx) for blocks in self.stacks.values() for _, b in blocks for m in b.modules()
                           if isinstance(getattr(m, "layer_idx", None), int)]
         self.counts = [(m.config, m.config.num_hidden_layers) for m in model.modules()
                        if isinstance(getattr(getattr(m, "config", None), "num_hidden_layers", None), int)]
@@ -278,8 +289,8 @@ class _Snapshot:
             stack = self.model.get_submodule(container)
             for key in list(stack._modules):
                 del stack._modules[key]
-            for i, m in enumerate(blocks):
-                stack._modules[str(i)] = m
+            for key, m in blocks:
+                stack._modules[key] = m
         for m, idx in self.layer_idx:
             m.layer_idx = idx
         for cfg, n in self.counts:
@@ -413,7 +424,7 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
             else:
                 pool = {id(model.get_submodule(b.container)[b.index]) for b in candidates}
                 for _ in range(count):
-                    live = [Block(c, i) for c in sorted(per_stack) for i, m in enumerate(model.get_submodule(c))
+                    live = [Block(c, i, k) for c in sorted(per_stack) for i, (k, m) in enumerate(model.get_submodule(c)._modules.items())
                             if id(m) in pool and len(model.get_submodule(c)) > 1]
                     step = {b: _without_set(model, [b], probe) for b in live}
                     best = min(live, key=lambda b: step[b])  # ties: the first in model order
