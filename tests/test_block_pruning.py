@@ -183,8 +183,11 @@ def test_replay_refuses_malformed_entries():
         replay_surgery(_net([Residual(), Residual()]), [{"op": "remove_blocks", "container": "1", "removed": [0, 1]}])
     with pytest.raises(FormatError, match="remove_blocks"):
         replay_surgery(_net([Residual(), Residual()]), [{"op": "remove_blocks", "container": "1", "removed": "0"}])
-    with pytest.raises(FormatError, match="remove_blocks"):
-        replay_surgery(_net([Residual(), Residual()]), [{"op": "remove_blocks", "container": "0", "removed": [0]}])
+    for bad in ({"container": "0", "removed": [0]}, {"container": "1", "removed": [0, 0]}, {"container": 1, "removed": [0]},
+                {"container": "1", "removed": [True]}, {"container": "1", "removed": [5]}, {"container": "1", "removed": [-1]},
+                {"container": "1", "removed": [0], "extra": 1}, {"container": "nope", "removed": [0]}):
+        with pytest.raises(FormatError, match="remove_blocks"):
+            replay_surgery(_net([Residual(), Residual(), Residual()]), [{"op": "remove_blocks", **bad}])
 
 
 def test_minilm_prune_recipe_removes_layers_then_heads_and_neurons():

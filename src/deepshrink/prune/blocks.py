@@ -264,10 +264,15 @@ def remove_blocks(model: nn.Module, container: str, removed: Sequence[int]) -> l
 @register_surgery("remove_blocks")
 def replay_remove_blocks(model: nn.Module, entry: dict[str, Any]) -> None:
     """Replay of a ``remove_blocks`` entry on a freshly built model."""
-    removed = entry["removed"]
-    if not isinstance(removed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in removed):
-        raise ValueError("'removed' must be a list of block positions")
-    remove_blocks(model, str(entry["container"]), removed)
+    if set(entry) != {"op", "container", "removed"}:
+        raise ValueError(f"expected the keys op, container and removed, got {sorted(entry)}")
+    removed, container = entry["removed"], entry["container"]
+    if not isinstance(removed, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in removed) \
+            or len(set(removed)) != len(removed):
+        raise ValueError("'removed' must be a list of distinct block positions")
+    if not isinstance(container, str):
+        raise ValueError("'container' must be the name of a stack of blocks")
+    remove_blocks(model, container, removed)
 
 
 # --------------------------------------------------------------------------- choosing
