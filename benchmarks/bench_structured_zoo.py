@@ -17,6 +17,7 @@ import multiprocessing
 import sys
 import time
 import traceback
+from collections.abc import Callable
 
 import torch
 import torchvision
@@ -78,18 +79,18 @@ MODEL_SECONDS = 900  # a model whose check has not finished by then is recorded 
 MODEL_MEMORY = 12 * 2**30  # bytes of data a check may allocate: some traces grow without bound (swin_t)
 
 
-def _check_into(name: str, queue: multiprocessing.Queue) -> None:
+def _check_into(fn: Callable[[str], dict], name: str, queue: multiprocessing.Queue) -> None:
     import resource
 
     # A MemoryError in the child is recorded as that model's failure instead of the whole machine swapping.
     resource.setrlimit(resource.RLIMIT_DATA, (MODEL_MEMORY, MODEL_MEMORY))
-    queue.put(check(name))
+    queue.put(fn(name))
 
 
-def check_with_limit(name: str) -> dict:
-    """``check(name)`` in a child process, given up after MODEL_SECONDS (some models trace for hours on 2 cores)."""
+def check_with_limit(name: str, fn: Callable[[str], dict] | None = None) -> dict:
+    """``fn(name)`` (default :func:`check`) in a child process, given up after MODEL_SECONDS (some models trace for hours on 2 cores)."""
     queue: multiprocessing.Queue = multiprocessing.Queue()
-    child = multiprocessing.Process(target=_check_into, args=(name, queue))
+    child = multiprocessing.Process(target=_check_into, args=(fn or check, name, queue))
     t0 = time.perf_counter()
     child.start()
     child.join(MODEL_SECONDS)

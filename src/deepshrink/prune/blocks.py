@@ -13,7 +13,10 @@ A *block* is a composite module (it has submodules and parameters) in an
 ``nn.ModuleList`` or ``nn.Sequential`` next to at least one sibling of the same
 class, called once per forward, whose output has the shape of its input (so
 that the next block can take the input instead: a residual block, not a
-downsampling one). At least one block of every stack stays.
+downsampling one). Usually that is a residual block; one without a skip connection
+(SqueezeNet's Fire) qualifies too, and the loss criterion measures what removing it
+costs. A plain ``nn.Sequential`` chain (Conv-BN-ReLU) is never a block. At least one
+block of every stack stays.
 
 Which blocks go:
 
