@@ -17,7 +17,6 @@ Run: .venv/bin/python benchmarks/bench_block_zoo.py [NAME ...]
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -32,23 +31,15 @@ from deepshrink.analysis.macs import total_macs
 from deepshrink.prune.blocks import find_blocks
 
 from _report import ROOT, machine, write_section
-from bench_structured_zoo import TOO_LARGE, check_with_limit, input_size, randomize_norms
+from bench_structured_zoo import run_zoo, zoo_model
 
 OUT = ROOT / "benchmarks" / "results" / "structured" / "block_zoo.json"
 
 
 def check(name: str) -> dict:
-    torch.manual_seed(0)
     t0 = time.perf_counter()
-    kwargs = {"num_classes": 10}
-    if name in ("googlenet", "inception_v3"):
-        kwargs["aux_logits"] = False
-        kwargs["init_weights"] = False
-    model = ds.models.create(f"torchvision:{name}", **kwargs).eval()
-    randomize_norms(model)
-    size = input_size(name)
-    x = torch.randn(2, 3, size, size)
-    row: dict = {"model": name, "input": size, "params": sum(p.numel() for p in model.parameters())}
+    model, x, row = zoo_model(name)
+    model.eval()
     try:
         blocks = find_blocks(model, (x,))
         row["blocks"] = len(blocks)
@@ -75,20 +66,7 @@ def check(name: str) -> dict:
 
 
 def main(names: list[str]) -> None:
-    names = names or sorted(torchvision.models.list_models(module=torchvision.models))
-    done = {r["model"]: r for r in json.loads(OUT.read_text())["rows"]} if OUT.exists() else {}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if name in done:
-            continue
-        if name in TOO_LARGE:
-            row = {"model": name, "ok": None, "why": "not run: too large for this benchmark's time budget on 2 cores"}
-        else:
-            row = check_with_limit(name, check)
-        done[name] = row
-        print(f"{name:<24} ok={row['ok']} blocks={row.get('blocks', '-')} {row.get('seconds', 0):.1f}s {row.get('why', '')}", flush=True)
-        OUT.write_text(json.dumps({"machine": machine(), "rows": [done[k] for k in sorted(done)]}, indent=2))
-    rows = [done[k] for k in sorted(done)]
+    rows = run_zoo(names, OUT, check, lambda row: f"blocks={row.get('blocks', '-')}")
     ok = [r for r in rows if r["ok"]]
     none = [r for r in rows if r["ok"] is None and "blocks" in r]
     failed = [r for r in rows if r["ok"] is False]

@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torchvision
@@ -49,9 +50,10 @@ def randomize_norms(model: torch.nn.Module) -> None:
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
 
 
-def check(name: str) -> dict:
+def zoo_model(name: str) -> tuple[torch.nn.Module, torch.Tensor, dict]:
+    """Torchvision's ``name`` for the zoo checks (seed 0, 10 classes, randomised batch-norm statistics), a batch of
+    two inputs of its size, and the start of its result row."""
     torch.manual_seed(0)
-    t0 = time.perf_counter()
     kwargs = {"num_classes": 10}
     if name in ("googlenet", "inception_v3"):
         kwargs["aux_logits"] = False
@@ -60,7 +62,12 @@ def check(name: str) -> dict:
     randomize_norms(model)
     size = input_size(name)
     x = torch.randn(2, 3, size, size)
-    row: dict = {"model": name, "input": size, "params": sum(p.numel() for p in model.parameters())}
+    return model, x, {"model": name, "input": size, "params": sum(p.numel() for p in model.parameters())}
+
+
+def check(name: str) -> dict:
+    t0 = time.perf_counter()
+    model, x, row = zoo_model(name)
     try:
         res = removal_equivalence(model, ds.ChannelPruning(ratio=0.5, importance="l1", measure_latency=False), (x,))
         row.update(ok=res["max_rel_diff"] < TOLERANCE, max_rel_diff=res["max_rel_diff"], param_fraction=res["param_fraction"],
@@ -107,22 +114,29 @@ def check_with_limit(name: str, fn: Callable[[str], dict] | None = None) -> dict
 TOO_LARGE = {"regnet_y_128gf", "vit_h_14", "regnet_y_32gf", "vit_l_16", "vit_l_32", "regnet_y_16gf"}
 
 
-def main(names: list[str]) -> None:
+def run_zoo(names: list[str], out: Path, fn: Callable[[str], dict], describe: Callable[[dict], str]) -> list[dict]:
+    """``fn`` over every torchvision classifier (or ``names``), each in a limited child process; the rows, by model name.
+
+    Resumable: rows already in ``out`` (an earlier, interrupted run) are kept; results are written after every model.
+    """
     names = names or sorted(torchvision.models.list_models(module=torchvision.models))
-    # Resumable: rows already measured (an earlier, interrupted run) are kept; results are written after every model.
-    done = {r["model"]: r for r in json.loads(OUT.read_text())["rows"]} if OUT.exists() else {}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["model"]: r for r in json.loads(out.read_text())["rows"]} if out.exists() else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         if name in done:
             continue
         if name in TOO_LARGE:
             row = {"model": name, "ok": None, "why": "not run: too large for this benchmark's time budget on 2 cores"}
         else:
-            row = check_with_limit(name)
+            row = check_with_limit(name, fn)
         done[name] = row
-        print(f"{name:<24} ok={row['ok']} {row.get('param_fraction', 0):.2f} {row.get('seconds', 0):.1f}s {row.get('why', '')}", flush=True)
-        OUT.write_text(json.dumps({"machine": machine(), "rows": [done[k] for k in sorted(done)]}, indent=2))
-    rows = [done[k] for k in sorted(done)]
+        print(f"{name:<24} ok={row['ok']} {describe(row)} {row.get('seconds', 0):.1f}s {row.get('why', '')}", flush=True)
+        out.write_text(json.dumps({"machine": machine(), "rows": [done[k] for k in sorted(done)]}, indent=2))
+    return [done[k] for k in sorted(done)]
+
+
+def main(names: list[str]) -> None:
+    rows = run_zoo(names, OUT, check, lambda row: f"{row.get('param_fraction', 0):.2f}")
     ok = [r for r in rows if r["ok"]]
     run = [r for r in rows if r["ok"] is not None]
     lines = [
