@@ -282,7 +282,8 @@ def _build(header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
             f"{path} names the local model directory {spec[3:]!r}; build it yourself and pass"
             f" deepshrink.load(path, model=deepshrink.models.create({spec!r}))"
         )
-    if spec != "minilm":
+    checked = spec == "minilm"
+    if not checked:
         # Sizes chosen by the file (e.g. in_features=10**9) must not allocate: build on the meta
         # device first and compare every shape with the header before building for real.
         try:
@@ -295,18 +296,21 @@ def _build(header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
                 raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
             # A constructor that computes with tensor values (torchvision's RegNet derives its widths with
             # torch ops) cannot run on the meta device. Its sizes come from its own code plus at most a
-            # bounded class count, so a real build allocates no more than the base model itself.
-            probe = _build_real(spec, kwargs, header, path)
+            # bounded class count, so the real build below allocates no more than the base model itself;
+            # its shapes are checked after it.
+        else:
             _check_matches(probe, header, path)
-            return probe
-        _check_matches(probe, header, path)
+            checked = True
     try:
         model = models.create(spec, **kwargs)
     except SpecError as exc:
         raise FormatError(f"{path}: cannot rebuild architecture {spec!r}: {exc}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
         raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
-    return replay_surgery(model, header.surgery)
+    model = replay_surgery(model, header.surgery)
+    if not checked:
+        _check_matches(model, header, path)
+    return model
 
 
 # The only argument a rebuilt-for-real model may take from the file, and its bound (ImageNet-21k has 21,841 classes).
@@ -321,17 +325,6 @@ def _bounded_size(kwargs: dict[str, Any]) -> bool:
     """Whether the file's constructor arguments cannot make a real build allocate more than the base model."""
     return all(k in _REAL_BUILD_KWARGS and isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _REAL_BUILD_KWARGS[k]
                for k, v in kwargs.items())
-
-
-def _build_real(spec: str, kwargs: dict[str, Any], header: container.Header, path: str | os.PathLike[str]) -> nn.Module:
-    from .. import models
-
-    try:
-        return replay_surgery(models.create(spec, **kwargs), header.surgery)
-    except SpecError as exc:
-        raise FormatError(f"{path}: cannot rebuild architecture {spec!r}: {exc}") from None
-    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
-        raise FormatError(f"{path}: bad arguments for architecture {spec!r}: {exc}") from None
 
 
 def _check_matches(model: nn.Module, header: container.Header, path: str | os.PathLike[str]) -> None:
