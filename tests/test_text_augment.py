@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 import deepshrink as ds
-from deepshrink.data.text_augment import replace_words, vocabulary_words
+from deepshrink.data.text_augment import WORD_SHARE, replace_words, vocabulary_words, widen_text_data, word_weights
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog near the river bank today.",
              "Every function returns a value, even when that value is None."]
@@ -40,6 +40,48 @@ def test_replace_words_keeps_length_and_replaces_at_the_rate() -> None:
     a = replace_words(SENTENCES, words, rate=0.5, share=1.0, generator=torch.Generator().manual_seed(3))
     b = replace_words(SENTENCES, words, rate=0.5, share=1.0, generator=torch.Generator().manual_seed(3))
     assert a == b and a != SENTENCES
+
+
+def test_replace_words_follows_the_weights() -> None:
+    words = [f"w{i}x" for i in range(100)]
+    sentences = [" ".join(f"s{j}" for j in range(50))] * 40
+    g = torch.Generator().manual_seed(0)
+    only_one = torch.zeros(100)
+    only_one[7] = 1.0
+    out = replace_words(sentences, words, rate=1.0, share=1.0, generator=g, weights=only_one)
+    assert {t for s in out for t in s.split()} == {"w7x"}
+    # Zipf over rank: the first words of the vocabulary are drawn more often than the last, as the weights say.
+    weights = word_weights(100)
+    out = replace_words(sentences * 5, words, rate=1.0, share=1.0, generator=g, weights=weights)
+    counts = torch.zeros(100, dtype=torch.float64)
+    for s in out:
+        for t in s.split():
+            counts[int(t[1:-1])] += 1
+    share = counts / counts.sum()
+    assert abs(float(share[:10].sum() - weights[:10].sum())) < 0.02 and abs(float(share[-10:].sum() - weights[-10:].sum())) < 0.02
+    assert float(share[:10].sum()) > 1.5 * float(share[-10:].sum())
+    with pytest.raises(ValueError, match="weights"):
+        replace_words(SENTENCES, words, generator=g, weights=torch.ones(3))
+
+
+def test_word_weights_mix_zipf_and_uniform() -> None:
+    w = word_weights(20_000)
+    assert abs(float(w.sum()) - 1.0) < 1e-9 and bool((w[:-1] >= w[1:]).all())
+    # Half of the mass is uniform: no word is rarer than half a uniform draw.
+    assert float(w.min()) >= 0.5 / 20_000
+    assert torch.allclose(word_weights(10, uniform=1.0), torch.full((10,), 0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="uniform"):
+        word_weights(10, uniform=1.5)
+
+
+def test_widen_text_data_uses_the_weights() -> None:
+    data = ds.data.load("text:pydoc")
+    only_one = torch.zeros(3, dtype=torch.float64)
+    only_one[2] = 1.0
+    wide = widen_text_data(data, ["alpha", "beta", "gamma"], copies=2, rate=1.0, weights=only_one)
+    assert len(wide.train) == 3 * len(data.train)
+    assert wide.train[0] == data.train[0] and set(wide.train[1].split()) == {"gamma"}
+    assert wide.val.sentences == data.val.sentences
 
 
 def test_replace_words_checks_its_arguments() -> None:
@@ -78,8 +120,8 @@ def test_engine_augments_text_batches_deterministically() -> None:
     augmented = _seen_batches("words")
     assert augmented == _seen_batches("words")  # resumable: the same seed, the same batches
     changed = [a != p for pa, aa in zip(plain, augmented) for p, a in zip(pa, aa)]
-    # About WORD_SHARE (70%) of the sentences are changed, the rest are left as they are.
-    assert 0.5 < sum(changed) / len(changed) < 0.9
+    # About WORD_SHARE of the sentences are changed, the rest are left as they are.
+    assert abs(sum(changed) / len(changed) - WORD_SHARE) < 0.08
     assert all(len(a.split()) == len(p.split()) for pa, aa in zip(plain, augmented) for p, a in zip(pa, aa))
 
 

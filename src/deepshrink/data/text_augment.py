@@ -12,6 +12,15 @@ from the tokenizer's vocabulary. Sentences keep their length and much of their
 syntax, while the student sees the whole vocabulary in context, including the
 many words the training text never uses.
 
+Replacement words are not drawn uniformly: a uniform draw over some 20,000
+vocabulary words almost always gives a rare one (the median everyday English
+word is among a vocabulary's first 200), so the student would learn rare words
+in Python's syntax and little of the common ones that other text is made of.
+Tokenizer vocabularies list frequent words first (WordPiece and SentencePiece
+vocabularies by frequency or score, byte-level BPE by merge order), so
+:func:`word_weights` mixes a Zipf law over vocabulary rank with a uniform
+share that keeps every word in reach.
+
 Example:
     >>> import torch
     >>> g = torch.Generator().manual_seed(0)
@@ -37,8 +46,17 @@ _WORD_START = ("\u2581", "\u0120")
 
 # In a batch, this share of the sentences is augmented (the rest stay real, so the
 # student keeps seeing natural text), and in those, this share of the words is replaced.
-WORD_SHARE = 0.7
-WORD_RATE = 0.4
+# Chosen with minilm-svd (calibrated on pydoc plus two rank-weighted copies), 4 epochs of fine-tuning,
+# scored on the training and validation splits of two held-out English texts (never their test
+# splits): uniform words at 0.4 / 0.7 gave licences 0.858, everyday 0.843, pydoc validation 0.930;
+# rank-weighted words at 0.6 / 0.9 gave 0.859 / 0.854 / 0.917 (more of other English, less of pydoc);
+# at 0.8 / 1.0 licence text fell (0.848 over all its sentences; pydoc 0.893).
+WORD_SHARE = 0.9
+WORD_RATE = 0.6
+# word_weights: this share of the draws is uniform over the vocabulary, the rest follow
+# 1 / (rank + RANK_OFFSET); the offset keeps "the", "of", "and" from taking most draws.
+UNIFORM_SHARE = 0.5
+RANK_OFFSET = 50.0
 
 
 def vocabulary_words(tokenizer: Any) -> list[str]:
@@ -71,6 +89,24 @@ def vocabulary_words(tokenizer: Any) -> list[str]:
     return words
 
 
+def word_weights(count: int, *, uniform: float = UNIFORM_SHARE, offset: float = RANK_OFFSET) -> torch.Tensor:
+    """Draw probabilities for ``count`` words in vocabulary (frequency) order: Zipf over rank mixed with uniform.
+
+    ``uniform`` of the mass is spread evenly, the rest is proportional to ``1 / (rank + offset)``.
+
+    Example:
+        >>> w = word_weights(1000)
+        >>> round(float(w.sum()), 6), bool(w[0] > w[10] > w[999] > 0)
+        (1.0, True)
+    """
+    if count < 1:
+        raise ValueError(f"count={count!r} must be >= 1")
+    if not 0.0 <= uniform <= 1.0 or offset <= 0:
+        raise ValueError(f"uniform={uniform!r} must lie in [0, 1] and offset={offset!r} must be > 0")
+    zipf = 1.0 / (torch.arange(count, dtype=torch.float64) + offset)
+    return (1.0 - uniform) * zipf / zipf.sum() + uniform / count
+
+
 def model_words(model: Any) -> list[str]:
     """:func:`vocabulary_words` of ``model.tokenizer`` (through a DDP wrapper); SpecError when the model has none.
 
@@ -94,10 +130,13 @@ def replace_words(
     rate: float = WORD_RATE,
     share: float = WORD_SHARE,
     generator: torch.Generator,
+    weights: torch.Tensor | None = None,
 ) -> list[str]:
-    """Replace a ``rate`` of the words in a ``share`` of ``sentences`` by words drawn uniformly from ``words``.
+    """Replace a ``rate`` of the words in a ``share`` of ``sentences`` by words drawn from ``words``.
 
-    Deterministic given the generator's state; sentences that are not chosen come back unchanged.
+    Draws follow ``weights`` (one probability per word, e.g. :func:`word_weights`), or are
+    uniform when it is None. Deterministic given the generator's state; sentences that are
+    not chosen come back unchanged.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -108,6 +147,8 @@ def replace_words(
         raise ValueError(f"rate={rate!r} and share={share!r} must lie in [0, 1]")
     if not words:
         raise ValueError("words is empty: there is nothing to draw replacements from")
+    if weights is not None and (weights.dim() != 1 or len(weights) != len(words) or bool((weights < 0).any()) or float(weights.sum()) <= 0):
+        raise ValueError(f"weights must be {len(words)} non-negative numbers, one per word, not all zero")
     out: list[str] = []
     for sentence in sentences:
         chosen = float(torch.rand((), generator=generator)) < share
@@ -116,13 +157,26 @@ def replace_words(
             out.append(sentence)
             continue
         hit = torch.rand(len(tokens), generator=generator) < rate
-        picks = torch.randint(len(words), (len(tokens),), generator=generator)
+        if weights is None:
+            picks = torch.randint(len(words), (len(tokens),), generator=generator)
+        else:
+            picks = torch.multinomial(weights, len(tokens), replacement=True, generator=generator)
         out.append(" ".join(words[int(p)] if h else t for t, h, p in zip(tokens, hit.tolist(), picks.tolist())))
     return out
 
 
-def widen_text_data(data: DataBundle, words: Sequence[str], *, copies: int = 1, rate: float = WORD_RATE, seed: int = 0) -> DataBundle:
+def widen_text_data(
+    data: DataBundle,
+    words: Sequence[str],
+    *,
+    copies: int = 1,
+    rate: float = WORD_RATE,
+    seed: int = 0,
+    weights: torch.Tensor | None = None,
+) -> DataBundle:
     """``data`` whose training split also holds ``copies`` word-replaced versions of every sentence.
+
+    Replacement words follow ``weights`` as in :func:`replace_words`.
 
     Each sentence is followed by its copies (so any prefix of the split, such as
     the first calibration batches, mixes real and replaced text); validation and
@@ -145,9 +199,10 @@ def widen_text_data(data: DataBundle, words: Sequence[str], *, copies: int = 1, 
     for i in range(len(data.train)):  # type: ignore[arg-type]
         sentence = data.train[i]
         widened.append(sentence)
-        widened.extend(replace_words([sentence] * copies, words, rate=rate, share=1.0, generator=generator))
+        widened.extend(replace_words([sentence] * copies, words, rate=rate, share=1.0, generator=generator, weights=weights))
     meta = {**data.meta, "widened": {"copies": copies, "rate": rate, "seed": seed}}
     return DataBundle(data.name, SentenceDataset(widened), data.val, data.test, data.input_shape, data.num_classes, data.task, meta)
 
 
-__all__ = ["WORD_RATE", "WORD_SHARE", "model_words", "replace_words", "vocabulary_words", "widen_text_data"]
+__all__ = ["RANK_OFFSET", "UNIFORM_SHARE", "WORD_RATE", "WORD_SHARE", "model_words", "replace_words", "vocabulary_words",
+           "widen_text_data", "word_weights"]

@@ -206,13 +206,14 @@ def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: D
         return None
     if cfg.augment not in TEXT_AUGMENTATIONS:
         raise ConfigError("augment", cfg.augment, "'words' or 'none' for text data (shift and affine move image pixels)", "TrainConfig")
-    from ..data.text_augment import model_words, replace_words
+    from ..data.text_augment import model_words, replace_words, word_weights
 
     words = model_words(model)
+    weights = word_weights(len(words))
 
     def augment(batch: Any, epoch: int, b: int) -> Any:
         # Seeded by (seed, epoch, batch, rank): a resumed run sees the same augmented batches.
-        return replace_words(list(batch), words, generator=seeded_generator(cfg.seed, epoch, b, 11, ctx.rank))
+        return replace_words(list(batch), words, generator=seeded_generator(cfg.seed, epoch, b, 11, ctx.rank), weights=weights)
 
     return augment
 
