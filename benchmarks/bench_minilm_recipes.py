@@ -106,7 +106,7 @@ def render(rows: list[dict]) -> str:
         "--reference minilm` (the file's test split) and the cosine over all of the file's sentences. Held-out texts: licence texts "
         "and scikit-learn data-set descriptions (454 sentences), everyday English (195 sentences: news, food, travel, family). "
         "\"words\": the recipe as shipped (calibration on pydoc plus word-replaced copies, augmented fine-tuning batches); "
-        "\"plain\": the recipe without augmentation (compare a plain row with the words row of the same fine-tune). Target for all three: mean cosine >= 0.95 on held-out text. "
+        "\"plain\": the recipe without augmentation (compare a plain row with the words row of the same fine-tune). \"words, uniform draws\": the recipe before replacement words were drawn more often the more frequent they are (text_augment.word_weights; it also replaced fewer words: 40% in 70% of sentences, calibration one copy at 50%). Target for all three: mean cosine >= 0.95 on held-out text. "
         "\"measured\": the day of each row's run (a run may re-measure some recipes only; each row ran the recipe as it was "
         "that day, its fine-tune in the \"fine-tune\" column: epochs, and whether the model's own dropout stayed on); compress "
         "seconds depend on what else ran.",
