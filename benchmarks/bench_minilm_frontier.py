@@ -6,7 +6,7 @@ sentence embeddings to the original's, on the *test* split of each text):
 1. Calibration domain. Whitened SVD of the encoder's Linear layers to 50% of their
    parameters (uniform ranks, so that only the calibration changes) with the input
    covariances measured on (a) pydoc's training sentences, (b) pydoc plus a
-   word-replaced copy (what the recipes ship), (c) the training split of the
+   word-replaced copy (what the recipes shipped until 2026-11-24; they now calibrate on two rank-weighted copies at 60%), (c) the training split of the
    held-out texts themselves (an oracle no recipe may use: text:pydoc is the data
    the issues fix). If (c) is far above (a)/(b), the recipes are limited by what
    pydoc's activations cover, not by the fitting method.
@@ -54,7 +54,7 @@ TEXTS = {
     "licences+descr": ROOT / "benchmarks" / "results" / "heldout_sentences.txt",
     "everyday": ROOT / "benchmarks" / "data" / "general_sentences.txt",
 }
-# (heads removed of 12 per block, fraction of FFN neurons removed); the shipped recipe (head_ratio 0.34) is (5, 0.75)
+# (heads removed of 12 per block, fraction of FFN neurons removed); the width-only minilm-prune of before 2026-11-24 (head_ratio 0.34) was (5, 0.75)
 SPLITS = [(1, 0.10), (1, 0.15), (2, 0.20), (2, 0.25), (4, 0.50), (5, 0.75)]
 
 
@@ -66,7 +66,7 @@ def calibration_domain(reference: nn.Module, pydoc: Any, held: dict[str, Any], s
     oracle_train = SentenceDataset([s for d in held.values() for s in d.train])
     sources = {
         "pydoc train": pydoc,
-        "pydoc + word-replaced copy (shipped)": widen_text_data(pydoc, model_words(reference), copies=1, rate=0.5),
+        "pydoc + one uniformly drawn word-replaced copy at 50% (shipped until 2026-11-24)": widen_text_data(pydoc, model_words(reference), copies=1, rate=0.5),
         "held-out texts' train splits (oracle)": dataclasses.replace(pydoc, train=oracle_train),
     }
     rows = []
