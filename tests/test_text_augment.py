@@ -82,6 +82,7 @@ def test_widen_text_data_uses_the_weights() -> None:
     assert len(wide.train) == 3 * len(data.train)
     assert wide.train[0] == data.train[0] and set(wide.train[1].split()) == {"gamma"}
     assert wide.val.sentences == data.val.sentences
+    assert wide.meta["widened"]["draws"] == "weighted"
 
 
 def test_replace_words_checks_its_arguments() -> None:

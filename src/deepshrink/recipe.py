@@ -45,7 +45,7 @@ from torch import nn
 
 from .config import Config, config_from_dict, config_to_dict
 from .data.bundle import DataBundle
-from .data.text_augment import WORD_RATE, model_words, widen_text_data, word_weights
+from .data.text_augment import WORD_RATE, model_word_draws, widen_text_data
 from .dispatch import verb_for
 from .distill.config import KD
 from .errors import ConfigError, SpecError
@@ -254,8 +254,8 @@ def _calibration_data(model: nn.Module, data: DataBundle, calibration: Calibrati
     if data.task != "text":
         raise ConfigError("calibration.augment", calibration.augment,
                           f"'none' for {data.task} data ({data.name}): word replacement widens text data only")
-    words = model_words(model)
-    return widen_text_data(data, words, copies=calibration.copies, rate=calibration.rate, weights=word_weights(len(words)))
+    words, weights = model_word_draws(model)
+    return widen_text_data(data, words, copies=calibration.copies, rate=calibration.rate, weights=weights)
 
 
 def run_recipe(

@@ -123,6 +123,19 @@ def model_words(model: Any) -> list[str]:
     return vocabulary_words(tokenizer)
 
 
+def model_word_draws(model: Any) -> tuple[list[str], torch.Tensor]:
+    """The words augmentation draws for ``model`` and their :func:`word_weights`: what the engine and recipes use.
+
+    Example:
+        >>> model_word_draws(object())
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.SpecError: object has no tokenizer to draw replacement words from; word augmentation needs a text model such as minilm (or use augment: none)
+    """
+    words = model_words(model)
+    return words, word_weights(len(words))
+
+
 def replace_words(
     sentences: Sequence[str],
     words: Sequence[str],
@@ -200,9 +213,9 @@ def widen_text_data(
         sentence = data.train[i]
         widened.append(sentence)
         widened.extend(replace_words([sentence] * copies, words, rate=rate, share=1.0, generator=generator, weights=weights))
-    meta = {**data.meta, "widened": {"copies": copies, "rate": rate, "seed": seed}}
+    meta = {**data.meta, "widened": {"copies": copies, "rate": rate, "seed": seed, "draws": "uniform" if weights is None else "weighted"}}
     return DataBundle(data.name, SentenceDataset(widened), data.val, data.test, data.input_shape, data.num_classes, data.task, meta)
 
 
-__all__ = ["RANK_OFFSET", "UNIFORM_SHARE", "WORD_RATE", "WORD_SHARE", "model_words", "replace_words", "vocabulary_words",
+__all__ = ["RANK_OFFSET", "UNIFORM_SHARE", "WORD_RATE", "WORD_SHARE", "model_word_draws", "model_words", "replace_words", "vocabulary_words",
            "widen_text_data", "word_weights"]

@@ -206,10 +206,9 @@ def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: D
         return None
     if cfg.augment not in TEXT_AUGMENTATIONS:
         raise ConfigError("augment", cfg.augment, "'words' or 'none' for text data (shift and affine move image pixels)", "TrainConfig")
-    from ..data.text_augment import model_words, replace_words, word_weights
+    from ..data.text_augment import model_word_draws, replace_words
 
-    words = model_words(model)
-    weights = word_weights(len(words))
+    words, weights = model_word_draws(model)
 
     def augment(batch: Any, epoch: int, b: int) -> Any:
         # Seeded by (seed, epoch, batch, rank): a resumed run sees the same augmented batches.
