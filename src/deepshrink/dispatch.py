@@ -33,6 +33,8 @@ from torch import nn
 
 from .config import Config
 from .errors import ConfigError, UnsupportedModelError
+from .data.bundle import DataBundle
+from .models.inputs import check_data_fits
 
 
 @dataclass
@@ -100,6 +102,9 @@ class Verb:
             handler = self._handlers.get(klass)
             if handler is not None:
                 _refuse_non_finite(model, self.name)
+                data = kwargs.get("data")
+                if isinstance(data, DataBundle):
+                    check_data_fits(model, data, self.name)
                 return handler(model, config, **kwargs)
         raise ConfigError(
             "config",

@@ -43,6 +43,7 @@ from ..train.config import TrainConfig
 from ..train.engine import train
 from .config import KD
 from .hints import FeatureCapture, HintedStudent, make_adapter
+from ..models.inputs import check_data_fits
 from .teacher import freeze, inputs_and_labels, kd_objective
 
 
@@ -147,6 +148,9 @@ def distill(
     if not isinstance(student, nn.Module):
         raise TypeError(f"student must be an nn.Module; got {type(student).__name__}")
     teachers = _teachers(teacher)
+    # Student, teachers and assistants all read the data: say which one cannot, before any training.
+    for role, model in [("student", student), *[("teacher", t) for t in teachers], *[("assistant", a) for a in assistants]]:
+        check_data_fits(model, data, f"distill ({role})")
     if assistants:
         return _chain(student, teachers, list(assistants), data, kd, cfg, callbacks, transfer)
     if data.task == "text":

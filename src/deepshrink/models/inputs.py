@@ -158,3 +158,96 @@ def _input_shape(model_or_spec: nn.Module | str) -> tuple[int, ...]:
         f"cannot infer an input shape for {type(model).__name__}; pass data_bundle=... "
         "or set model.example_input_shape = (C, H, W)"
     )
+
+
+def _data_sample(model: nn.Module, data: DataBundle) -> tuple[Any, ...] | None:
+    """Two items of the data as one model-input batch, or None when the items are not of a kind we know."""
+    split = next((s for s in (data.train, data.val, data.test) if len(s) > 0), None)  # type: ignore[arg-type]
+    if split is None:
+        return None
+    items = [split[i] for i in range(min(2, len(split)))]  # type: ignore[arg-type]
+    if data.task == "text":
+        tokenize = getattr(model, "tokenize", None)
+        if not all(isinstance(s, str) for s in items):
+            return None
+        if not callable(tokenize):
+            raise SpecError(
+                f"data that {type(model).__name__} takes: {data.name} is text, and text needs a model with a "
+                "tokenize(sentences) method, a sentence encoder such as --model minilm"
+            )
+        batch = tokenize(items)
+        return (batch["input_ids"], batch["attention_mask"])
+    if data.task != "classification" or not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
+        return None
+    try:
+        x = torch.stack([torch.as_tensor(it[0]) for it in items])
+    except (TypeError, RuntimeError, ValueError):
+        return None
+    return (x,)
+
+
+def _first_tensor(out: Any) -> Tensor | None:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    return getattr(out, "logits", None)
+
+
+def check_data_fits(model: nn.Module, data: DataBundle, owner: str) -> None:
+    """Raise ConfigError, before any work, when ``data`` cannot feed ``model``.
+
+    Two items run through the model (eval mode, no gradients, on the model's
+    device): an input the model refuses (another image size, channel count or
+    feature width; text for an image model) or fewer outputs than the data
+    have classes is reported with both shapes and the fix, instead of a torch
+    error from deep inside a method after the model was partly changed. Items
+    of a kind this check does not know are left to the caller.
+
+    Example:
+        >>> import deepshrink as ds
+        >>> check_data_fits(ds.models.create("lenet5"), ds.data.load("digits"), "prune_")
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: prune_.data='digits' is invalid: expected data whose inputs the model takes: ...
+    """
+    from ..errors import ConfigError
+
+    try:
+        sample = _data_sample(model, data)
+    except SpecError as exc:
+        raise ConfigError("data", data.name, str(exc), owner) from None
+    if sample is None:
+        return
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != "meta":
+        sample = tuple(t.to(param.device) if isinstance(t, Tensor) else t for t in sample)
+    shape = tuple(sample[0].shape[1:]) if isinstance(sample[0], Tensor) else "?"
+    out: dict[str, Any] = {}
+
+    def capture(module: nn.Module, args: Any, output: Any) -> None:
+        out["value"] = output
+
+    handle = model.register_forward_hook(capture)
+    try:
+        exc = forward_error(model, sample)
+    finally:
+        handle.remove()
+    if exc is not None:
+        what = "sentences" if data.task == "text" else f"inputs of shape {shape}"
+        raise ConfigError(
+            "data", data.name,
+            f"data whose inputs the model takes: {data.name} gives {what}, on which {type(model).__name__} fails "
+            f"({type(exc).__name__}: {str(exc)[:160]}). Use data made for this model, or build the model for this "
+            "data (the CLI builds --model from the data's input shape and class count)",
+            owner,
+        )
+    logits = _first_tensor(out.get("value"))
+    classes = data.num_classes
+    if data.task == "classification" and classes and logits is not None and logits.dim() == 2 and logits.shape[1] < classes:
+        raise ConfigError(
+            "data", data.name,
+            f"data with at most {logits.shape[1]} classes, the model's outputs: {data.name} has {classes}. "
+            "Build the model with num_classes matching the data",
+            owner,
+        )

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from ..data.bundle import DataBundle
 from ..errors import ConfigError
+from ..models.inputs import check_data_fits
 from .batches import GlobalBatchSampler, augment_images, fetch, seeded_generator, split_batch
 from .callbacks import Callback, TrainState
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
@@ -160,6 +161,12 @@ def train(
     """
     cfg = cfg or TrainConfig()
     callbacks = list(callbacks)
+    if objective is None and isinstance(data, DataBundle):
+        # The default objective feeds the data straight to the model: check both before the first step.
+        if data.task == "text":
+            raise ConfigError("objective", None, "an objective for text data, which has no labels to classify: "
+                              "objective=deepshrink.distill.embedding.embedding_objective(teacher)", "train")
+        check_data_fits(model, data, "train")
     device = resolve_device(cfg.device)
     ctx = setup_distributed(device)
     try:
