@@ -143,6 +143,18 @@ def test_eval_embedding_model_against_reference(tmp_path):
     assert payload["cosine"] > 0.9999 and payload["count"] == 8  # 20% of 40 sentences is the test split
 
 
+def test_eval_split_all_scores_every_item_and_a_bad_split_is_named(tmp_path):
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(f"Sentence {i} says something different about the weather today." for i in range(40)))
+    res = run("eval", "minilm", "--data", f"text:{text}", "--reference", "minilm", "--split", "all", "--json")
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout.strip().splitlines()[-1])
+    assert payload["count"] == 40 and payload["split"] == "all" and payload["cosine"] > 0.9999
+    res = run("eval", "lenet300", "--data", "digits", "--split", "val", "--json")
+    assert json.loads(res.stdout.strip().splitlines()[-1])["count"] == 180  # 10% of 1,797 digits
+    _assert_clean_error(run("eval", "lenet300", "--data", "digits", "--split", "everything"), "--split", "everything", "all")
+
+
 def test_eval_text_data_needs_a_reference():
     res = run("eval", "minilm", "--data", "text:pydoc")
     _assert_clean_error(res, "--reference")
