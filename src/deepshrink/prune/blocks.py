@@ -402,9 +402,15 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
     chosen: list[tuple[nn.Module, float]] = []  # (block module, its score when chosen), in the order chosen
     entries: list[dict[str, Any]] = []
     snapshot = _Snapshot(model, sorted(per_stack))
+    # Data are read before any block is taken out, so that a failure there is not blamed on the removal.
+    batches: list[Any] = []
+    probe: LossProbe | None = None
+    if count and config.importance == "influence":
+        batches = calibration_batches(model, data, max(1, config.samples // 32), 32, config.seed) if data is not None else [inputs]
+    elif count:
+        probe = LossProbe(model, data, inputs, config.samples, seed=config.seed)
     try:
         if count and config.importance == "influence":
-            batches = calibration_batches(model, data, max(1, config.samples // 32), 32, config.seed) if data is not None else [inputs]
             scores = _influence(model, candidates, batches)
             left = dict(sizes)
             by_stack: dict[str, list[int]] = {}
@@ -416,8 +422,7 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
             for container, removed in sorted(by_stack.items()):
                 remove_blocks(model, container, removed)
                 entries.append({"op": "remove_blocks", "container": container, "removed": sorted(removed)})
-        elif count:
-            probe = LossProbe(model, data, inputs, config.samples, seed=config.seed)
+        elif count and probe is not None:
             report.figures["loss_before"] = probe(model)
             sets = _block_sets(candidates, sizes, count, config.search)
             if sets is not None:
