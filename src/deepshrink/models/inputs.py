@@ -160,32 +160,6 @@ def _input_shape(model_or_spec: nn.Module | str) -> tuple[int, ...]:
     )
 
 
-def _data_sample(model: nn.Module, data: DataBundle) -> tuple[Any, ...] | None:
-    """Two items of the data as one model-input batch, or None when the items are not of a kind we know."""
-    split = next((s for s in (data.train, data.val, data.test) if len(s) > 0), None)  # type: ignore[arg-type]
-    if split is None:
-        return None
-    items = [split[i] for i in range(min(2, len(split)))]  # type: ignore[arg-type]
-    if data.task == "text":
-        tokenize = getattr(model, "tokenize", None)
-        if not all(isinstance(s, str) for s in items):
-            return None
-        if not callable(tokenize):
-            raise SpecError(
-                f"data that {type(model).__name__} takes: {data.name} is text, and text needs a model with a "
-                "tokenize(sentences) method, a sentence encoder such as --model minilm"
-            )
-        batch = tokenize(items)
-        return (batch["input_ids"], batch["attention_mask"])
-    if data.task != "classification" or not all(isinstance(it, (tuple, list)) and len(it) == 2 for it in items):
-        return None
-    try:
-        x = torch.stack([torch.as_tensor(it[0]) for it in items])
-    except (TypeError, RuntimeError, ValueError):
-        return None
-    return (x,)
-
-
 def _first_tensor(out: Any) -> Tensor | None:
     if isinstance(out, Tensor):
         return out
@@ -213,12 +187,24 @@ def check_data_fits(model: nn.Module, data: DataBundle, owner: str) -> None:
     """
     from ..errors import ConfigError
 
-    try:
-        sample = _data_sample(model, data)
-    except SpecError as exc:
-        raise ConfigError("data", data.name, str(exc), owner) from None
-    if sample is None:
+    split = next((s for s in (data.test, data.train, data.val) if len(s)), None)  # type: ignore[arg-type]
+    if split is None:
         return
+    try:
+        if data.task == "text":
+            # Text models take sentences through tokenize(sentences), the contract of the text objectives.
+            tokenize = getattr(model, "tokenize", None)
+            if not callable(tokenize):
+                raise ConfigError("data", data.name, f"data that {type(model).__name__} takes: {data.name} is text, and text "
+                                  "needs a model with a tokenize(sentences) method, a sentence encoder such as --model minilm", owner)
+            batch = tokenize([split[i % len(split)] for i in range(2)])  # type: ignore[arg-type]
+            sample: tuple[Any, ...] = (batch["input_ids"], batch["attention_mask"])
+        else:
+            sample = example_inputs(model, data, batch_size=2)
+    except (TypeError, RuntimeError, ValueError, IndexError, KeyError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        return  # items of a kind we cannot batch: left to the method that reads them
     param = next(model.parameters(), None)
     if param is not None and param.device.type != "meta":
         sample = tuple(t.to(param.device) if isinstance(t, Tensor) else t for t in sample)
