@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from .config import Config
-from .errors import ConfigError, UnsupportedModelError
 from .data.bundle import DataBundle
+from .errors import ConfigError, UnsupportedModelError
 from .models.inputs import check_data_fits
 
 

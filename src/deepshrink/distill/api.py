@@ -37,13 +37,13 @@ from torch.utils.data import Dataset
 
 from ..data.bundle import DataBundle
 from ..errors import ConfigError
+from ..models.inputs import check_data_fits
 from ..train.batches import fetch
 from ..train.callbacks import Callback
 from ..train.config import TrainConfig
 from ..train.engine import train
 from .config import KD
 from .hints import FeatureCapture, HintedStudent, make_adapter
-from ..models.inputs import check_data_fits
 from .teacher import freeze, inputs_and_labels, kd_objective
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpecError
+from ..errors import ConfigError, SpecError
 from ..surgery import model_spec
 
 if TYPE_CHECKING:
@@ -100,6 +100,23 @@ def eval_mode(*models: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
+def run_once(model: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, Exception | None]:
+    """``(model(*inputs), None)``, or ``(None, what it raised)``: eval mode, no gradients, the mode restored after.
+
+    Example:
+        >>> out, exc = run_once(nn.Linear(2, 3), (torch.zeros(1, 2),))
+        >>> tuple(out.shape), exc
+        ((1, 3), None)
+    """
+    try:
+        # torch.fx GraphModules print the failing line of generated code to stderr before raising;
+        # the caller reports the error itself.
+        with eval_mode(model), redirect_stderr(io.StringIO()):
+            return model(*inputs), None
+    except Exception as exc:  # noqa: BLE001 - whatever it raises, the caller decides what it means
+        return None, exc
+
+
 def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None:
     """What ``model(*inputs)`` raises, or None when it runs: eval mode, no gradients, the mode restored after.
 
@@ -112,14 +129,7 @@ def forward_error(model: nn.Module, inputs: tuple[Any, ...]) -> Exception | None
         >>> type(forward_error(nn.Linear(2, 2), (torch.zeros(1, 3),))).__name__
         'RuntimeError'
     """
-    try:
-        # torch.fx GraphModules print the failing line of generated code to stderr before raising;
-        # the caller reports the error itself.
-        with eval_mode(model), redirect_stderr(io.StringIO()):
-            model(*inputs)
-    except Exception as exc:  # noqa: BLE001 - whatever it raises, the caller decides what it means
-        return exc
-    return None
+    return run_once(model, inputs)[1]
 
 
 def _tokenizer(model_or_spec: nn.Module | str) -> Any:
@@ -185,40 +195,27 @@ def check_data_fits(model: nn.Module, data: DataBundle, owner: str) -> None:
         ...
         deepshrink.errors.ConfigError: prune_.data='digits' is invalid: expected data whose inputs the model takes: ...
     """
-    from ..errors import ConfigError
-
     split = next((s for s in (data.test, data.train, data.val) if len(s)), None)  # type: ignore[arg-type]
     if split is None:
         return
+    # Text models take sentences through tokenize(sentences), the contract of the text objectives.
+    tokenize = getattr(model, "tokenize", None)
+    if data.task == "text" and not callable(tokenize):
+        raise ConfigError("data", data.name, f"data that {type(model).__name__} takes: {data.name} is text, and text "
+                          "needs a model with a tokenize(sentences) method, a sentence encoder such as --model minilm", owner)
     try:
         if data.task == "text":
-            # Text models take sentences through tokenize(sentences), the contract of the text objectives.
-            tokenize = getattr(model, "tokenize", None)
-            if not callable(tokenize):
-                raise ConfigError("data", data.name, f"data that {type(model).__name__} takes: {data.name} is text, and text "
-                                  "needs a model with a tokenize(sentences) method, a sentence encoder such as --model minilm", owner)
-            batch = tokenize([split[i % len(split)] for i in range(2)])  # type: ignore[arg-type]
+            batch = tokenize([split[i % len(split)] for i in range(2)])  # type: ignore[arg-type,misc]
             sample: tuple[Any, ...] = (batch["input_ids"], batch["attention_mask"])
         else:
             sample = example_inputs(model, data, batch_size=2)
-    except (TypeError, RuntimeError, ValueError, IndexError, KeyError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
+    except (TypeError, RuntimeError, ValueError, IndexError, KeyError):
         return  # items of a kind we cannot batch: left to the method that reads them
     param = next(model.parameters(), None)
     if param is not None and param.device.type != "meta":
         sample = tuple(t.to(param.device) if isinstance(t, Tensor) else t for t in sample)
     shape = tuple(sample[0].shape[1:]) if isinstance(sample[0], Tensor) else "?"
-    out: dict[str, Any] = {}
-
-    def capture(module: nn.Module, args: Any, output: Any) -> None:
-        out["value"] = output
-
-    handle = model.register_forward_hook(capture)
-    try:
-        exc = forward_error(model, sample)
-    finally:
-        handle.remove()
+    output, exc = run_once(model, sample)
     if exc is not None:
         what = "sentences" if data.task == "text" else f"inputs of shape {shape}"
         raise ConfigError(
@@ -228,7 +225,7 @@ def check_data_fits(model: nn.Module, data: DataBundle, owner: str) -> None:
             "data (the CLI builds --model from the data's input shape and class count)",
             owner,
         )
-    logits = _first_tensor(out.get("value"))
+    logits = _first_tensor(output)
     classes = data.num_classes
     if data.task == "classification" and classes and logits is not None and logits.dim() == 2 and logits.shape[1] < classes:
         raise ConfigError(
