@@ -63,6 +63,36 @@ def graph_output_layers(dg: tp.DependencyGraph, candidates: set[nn.Module]) -> s
     return found
 
 
+def bridge_input_layers(dg: tp.DependencyGraph, model: nn.Module) -> set[nn.Module]:
+    """Layers whose output channels feed a linear bridge (:mod:`.bridges`): their width stays.
+
+    A bridge stands in for removed blocks that kept the features' width; the features it
+    maps from keep theirs too, as when the blocks were there and tied them to the rest of
+    the stack (otherwise MiniLM's embeddings and first layer would lose a quarter of the
+    hidden width to a pruning meant for heads and FFN neurons).
+
+    Example:
+        >>> from .bridges import LinearBridge
+        >>> m = nn.Sequential(nn.Linear(4, 6), LinearBridge(6), nn.Linear(6, 2))
+        >>> dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, 4))
+        >>> bridge_input_layers(dg, m) == {m[0]}
+        True
+    """
+    from .bridges import LinearBridge
+
+    found: set[nn.Module] = set()
+    for bridge in (m for m in model.modules() if isinstance(m, LinearBridge)):
+        proj = bridge.proj
+        fn = tp.prune_linear_in_channels if isinstance(proj, nn.Linear) else tp.prune_conv_in_channels
+        for dep, _ in dg.get_pruning_group(proj, fn, idxs=[0]):
+            target = dep.target.module
+            # Layers with weights only: the traced operations (add, reshape) hold no channels of their own.
+            if isinstance(target, nn.Module) and target is not proj and dg.is_out_channel_pruning_fn(dep.handler) \
+                    and any(True for _ in target.parameters(recurse=False)):
+                found.add(target)
+    return found
+
+
 def output_layers(model: nn.Module, inputs: tuple[Any, ...]) -> set[nn.Module]:
     """Layers with weights whose output reaches a model output through weight-free operations only.
 

@@ -55,7 +55,7 @@ from ..errors import ConfigError, UnsupportedModelError
 from ..models.inputs import forward_error
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
-from .output_layers import graph_output_layers, traced_outputs
+from .output_layers import bridge_input_layers, graph_output_layers, traced_outputs
 from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, build_importance
 
@@ -437,6 +437,9 @@ def channel_prune(
     for m in graph_output_layers(pruner.DG, set(names)):
         pruner.ignored_layers.extend(m.modules())
         report.skipped[names[m]] = "produces a model output (output shape is kept)"
+    for m in bridge_input_layers(pruner.DG, model):
+        pruner.ignored_layers.append(m)
+        report.skipped.setdefault(names[m], "feeds a linear bridge (its output width is kept)")
 
     kept: dict[tuple[str, str], list[int]] = {}
     costs = [measure_cost(model, inputs)] if config.measure_latency else []
