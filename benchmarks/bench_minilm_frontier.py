@@ -121,35 +121,37 @@ def pruning_frontier(reference: nn.Module, pydoc: Any, sets: dict[str, Any]) -> 
     return {"rows": rows, "tokens": int(example[0].shape[1]), "fp32_ms": round(latency["fp32"]["median_ms"], 2)}
 
 
-# (layers removed of 6, then heads removed of 12 and fraction of FFN neurons removed in each layer left);
-# the shipped minilm-prune recipe is (3, 1, 0.25)
-DEPTH_SPLITS = [(1, 0, 0.0), (2, 0, 0.0), (3, 0, 0.0), (3, 1, 0.10), (3, 1, 0.25), (3, 2, 0.20)]
+# (layers removed of 6, then heads removed of 12 and fraction of FFN neurons removed in each layer left, whether the
+# removed runs are bridged by a least-squares linear map); the shipped minilm-prune recipe is (3, 1, 0.25, bridged)
+DEPTH_SPLITS = [(1, 0, 0.0, False), (2, 0, 0.0, False), (3, 0, 0.0, False), (3, 1, 0.10, False), (3, 1, 0.25, False),
+                (3, 2, 0.20, False), (1, 0, 0.0, True), (2, 0, 0.0, True), (3, 0, 0.0, True), (3, 1, 0.25, True),
+                (4, 0, 0.0, True)]
 
 
 def depth_frontier(reference: nn.Module, pydoc: Any, sets: dict[str, Any]) -> dict[str, Any]:
     recipe = load_recipe("minilm-prune")
-    blocks, width = recipe.stages[0].config, recipe.stages[1].config
+    blocks, width = recipe.stages[0].config.replace(bridge=False), recipe.stages[1].config
     calibration = widen_text_data(pydoc, model_words(reference), copies=recipe.calibration.copies,
                                   rate=recipe.calibration.rate)
     one = reference.tokenize(["The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat."])
     example = (one["input_ids"], one["attention_mask"])
     timed: dict[str, nn.Module] = {"fp32": reference}
     rows = []
-    for layers, heads, ffn in DEPTH_SPLITS:
+    for layers, heads, ffn, bridge in DEPTH_SPLITS:
         model = ds.models.create("minilm")
-        report = ds.prune_(model, blocks.replace(count=layers, measure_latency=False), data=calibration)
+        report = ds.prune_(model, blocks.replace(count=layers, bridge=bridge, measure_latency=False), data=calibration)
         if heads or ffn:
             cfg = width.replace(ratio=ffn, head_ratio=heads / 12 - 0.01, measure_latency=False)
             verb_for(cfg)(model, cfg, data=calibration, example_inputs=ds.models.example_inputs(model, pydoc))
-        key = f"{layers}/{heads}/{ffn}"
+        key = f"{layers}/{heads}/{ffn}/{bridge}"
         row = {"layers_removed": layers, "which": report.changed, "heads_removed": heads, "ffn_removed": ffn,
-               "cosine": _cosines(model.eval(), reference, sets)}
+               "bridge": bridge, "cosine": _cosines(model.eval(), reference, sets)}
         print(row, flush=True)
         rows.append(row)
         timed[key] = model
     latency = compare_latency(timed, example, rounds=9, repeats=10, threads=1)
     for row in rows:
-        row["speedup"] = round(latency[f"{row['layers_removed']}/{row['heads_removed']}/{row['ffn_removed']}"]["speedup"], 2)
+        row["speedup"] = round(latency[f"{row['layers_removed']}/{row['heads_removed']}/{row['ffn_removed']}/{row['bridge']}"]["speedup"], 2)
     return {"rows": rows, "tokens": int(example[0].shape[1]), "fp32_ms": round(latency["fp32"]["median_ms"], 2)}
 
 
@@ -181,12 +183,14 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", f"**Depth frontier** (measured {results.get('depth_machine', results['machine'])}). Whole layers removed (BlockPruning: of all sets of layers, the one with the least cosine loss on pydoc's "
                   f"validation split), then heads and FFN neurons of the layers left (as above), no fine-tuning; speed-up "
                   f"at batch 1 ({d['tokens']} tokens, one thread, fp32 {d['fp32_ms']:.1f} ms). The shipped minilm-prune "
-                  "recipe is 3 layers, 1 head, 25%.", "",
-                  "| layers removed (of 6) | which | heads removed (of 12) | FFN removed | speed-up | " + " | ".join(names) + " |",
-                  "|---:|---|---:|---:|---:|" + "---:|" * len(names)]
+                  "recipe is 3 layers bridged, 1 head, 25%. \"bridged\": each run of removed layers replaced by one linear map "
+                  "fitted by least squares from its input to its output (BlockPruning(bridge=True); the set is chosen with "
+                  "its bridges in place).", "",
+                  "| layers removed (of 6) | which | bridged | heads removed (of 12) | FFN removed | speed-up | " + " | ".join(names) + " |",
+                  "|---:|---|---|---:|---:|---:|" + "---:|" * len(names)]
         for r in d["rows"]:
             which = ", ".join(n.rsplit(".", 1)[-1] for n in r["which"])
-            lines.append(f"| {r['layers_removed']} | {which} | {r['heads_removed']} | {r['ffn_removed']:.0%} | {r['speedup']:.2f}x | "
+            lines.append(f"| {r['layers_removed']} | {which} | {'yes' if r.get('bridge') else 'no'} | {r['heads_removed']} | {r['ffn_removed']:.0%} | {r['speedup']:.2f}x | "
                          + " | ".join(f"{r['cosine'][k]:.3f}" for k in names) + " |")
     return "\n".join(lines)
 

@@ -192,7 +192,7 @@ def test_replay_refuses_malformed_entries():
 
 def test_minilm_prune_recipe_removes_layers_then_heads_and_neurons():
     stages = load_recipe("minilm-prune").stages
-    assert stages[0].config == ds.BlockPruning(count=3, importance="loss")
+    assert stages[0].config == ds.BlockPruning(count=3, importance="loss", bridge=True, bridge_batches=64)
     assert isinstance(stages[1].config, ds.ChannelPruning) and stages[1].config.head_ratio == 0.08
     assert stages[0].finetune is None and stages[1].finetune is not None and stages[1].finetune.dropout == 0.0
 

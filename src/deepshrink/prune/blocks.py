@@ -30,6 +30,11 @@ Which blocks go:
   output is closest (cosine) to its input changes least and goes first
   (ShortGPT's block influence, Men et al. 2024). Cheaper, no validation split needed.
 
+With ``bridge=True`` each run of consecutive removed blocks is replaced by one
+linear map fitted by least squares from the run's input to its output
+(:mod:`.bridges`; ReplaceMe), and the loss search measures each set with its
+bridges in place.
+
 Every removal is recorded in the surgery log (``{"op": "remove_blocks",
 "container": "encoder.layer", "removed": [1, 2]}``), so a saved model rebuilds
 from its base factory; layer counts in a Hugging Face config and the

@@ -181,14 +181,20 @@ def replay_insert_bridge(model: nn.Module, entry: dict[str, Any]) -> None:
         raise ValueError(f"{container!r} is a {type(stack).__name__}, not a stack of blocks")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= len(stack):
         raise ValueError(f"'index' must be a position in [0, {len(stack)}]")
-    if not isinstance(features, int) or isinstance(features, bool) or not 1 <= features <= 1 << 16:
-        raise ValueError("'features' must be a positive feature count")
+    # A bridge maps the width of the features its blocks carry, which is one of their weights' dimensions: a file
+    # cannot make the rebuild allocate more than the blocks' own largest dimension squared.
+    widest = max((max(p.shape) for p in stack.parameters() if p.dim()), default=0)
+    if not isinstance(features, int) or isinstance(features, bool) or not 1 <= features <= widest:
+        raise ValueError(f"'features' must be a feature count in [1, {widest}] (the widest weight of the stack's blocks)")
     if kind not in BRIDGE_KINDS:
         raise ValueError(f"'kind' must be one of {list(BRIDGE_KINDS)}")
-    ref = next(stack.parameters(), None)
-    bridge = LinearBridge(features, kind)
-    if ref is not None:
-        bridge = bridge.to(device=ref.device, dtype=ref.dtype)
+    # Bridges stand between kept blocks, one per run of removed ones: never two side by side.
+    neighbours = [stack[i] for i in (index - 1, index) if 0 <= i < len(stack)]
+    if any(isinstance(m, LinearBridge) for m in neighbours) or not any(True for _ in stack.children()):
+        raise ValueError("a bridge must stand between blocks, not next to another bridge")
+    ref = next(stack.parameters())
+    with torch.device(ref.device):  # on the meta device when load checks shapes first: nothing is allocated
+        bridge = LinearBridge(features, kind).to(dtype=ref.dtype)
     insert_into_stack(model, container, index, bridge)
 
 
