@@ -85,23 +85,29 @@ class LinearBridge(nn.Module):
 def bridge_kind(x: Tensor, block: nn.Module) -> str | None:
     """The bridge that maps features shaped like ``x`` (a block's input), or None when there is none.
 
-    4-D and 5-D feature maps (and 3-D ones of a block made of 1-D convolutions) mix channels with a
-    1x1 convolution; tokens and plain feature vectors with a Linear over the last axis.
+    The feature axis is the one the block's own layers read: channels first when a convolution
+    of the block takes ``x.shape[1]`` channels (ResNet, ConvNeXt, MobileNet feature maps: a 1x1
+    convolution), the last axis when a Linear or LayerNorm of the block has that width
+    (transformer tokens, Swin's channels-last maps: a Linear). Without such evidence, 4-D and
+    5-D tensors are taken as channels first and others as features last.
 
     Example:
         >>> bridge_kind(torch.zeros(1, 4, 3, 3), nn.Conv2d(4, 4, 3))
         'conv2d'
-        >>> bridge_kind(torch.zeros(1, 7, 16), nn.Linear(16, 16))
+        >>> bridge_kind(torch.zeros(1, 7, 7, 16), nn.Linear(16, 16))  # channels last
         'linear'
     """
-    if x.dim() in (4, 5):
+    if x.dim() < 2:
+        return None
+    conv = x.dim() in (3, 4, 5) and any(
+        isinstance(m, nn.modules.conv._ConvNd) and x.shape[1] in (m.in_channels, m.out_channels) for m in block.modules())
+    last = any((isinstance(m, nn.Linear) and x.shape[-1] in (m.in_features, m.out_features))
+               or (isinstance(m, nn.LayerNorm) and x.shape[-1] == m.normalized_shape[-1]) for m in block.modules())
+    if conv and not (last and x.dim() == 3):
         return f"conv{x.dim() - 2}d"
-    if x.dim() == 3 and any(isinstance(m, nn.Conv1d) for m in block.modules()) \
-            and not any(isinstance(m, nn.Linear) for m in block.modules()):
-        return "conv1d"
-    if x.dim() >= 2:
+    if last or x.dim() in (2, 3):
         return "linear"
-    return None
+    return f"conv{x.dim() - 2}d" if x.dim() in (4, 5) else "linear"
 
 
 def feature_rows(t: Tensor, kind: str, mask: Tensor | None = None) -> Tensor:
