@@ -187,11 +187,14 @@ def replay_insert_bridge(model: nn.Module, entry: dict[str, Any]) -> None:
         raise ValueError(f"{container!r} is a {type(stack).__name__}, not a stack of blocks")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index <= len(stack):
         raise ValueError(f"'index' must be a position in [0, {len(stack)}]")
-    # A bridge maps the width of the features its blocks carry, which is one of their weights' dimensions: a file
-    # cannot make the rebuild allocate more than the blocks' own largest dimension squared.
+    # A bridge is no larger than a few times the blocks it stands among (its width is their features' width, which
+    # may be a concatenation of their outputs: SqueezeNet's Fire, ShuffleNet's split): a file cannot make the
+    # rebuild allocate more than that.
+    params = sum(p.numel() for p in stack.parameters())
     widest = max((max(p.shape) for p in stack.parameters() if p.dim()), default=0)
-    if not isinstance(features, int) or isinstance(features, bool) or not 1 <= features <= widest:
-        raise ValueError(f"'features' must be a feature count in [1, {widest}] (the widest weight of the stack's blocks)")
+    limit = int((4 * max(params, widest * widest)) ** 0.5)
+    if not isinstance(features, int) or isinstance(features, bool) or not 1 <= features <= limit:
+        raise ValueError(f"'features' must be a feature count in [1, {limit}] (a bridge at most 4x the size of the stack's blocks)")
     if kind not in BRIDGE_KINDS:
         raise ValueError(f"'kind' must be one of {list(BRIDGE_KINDS)}")
     # Bridges stand between kept blocks, one per run of removed ones: never two side by side.
