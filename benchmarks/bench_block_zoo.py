@@ -48,6 +48,20 @@ BRIDGE_ZOO = ["resnet18", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2", 
               "shufflenet_v2_x0_5", "vit_b_16", "swin_t", "swin_v2_t", "maxvit_t"]
 
 
+def reloaded_equal(model: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model`` saved as .dsz and loaded back from its factory spec gives exactly its outputs on ``x``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ds.save(model, Path(tmp) / "m.dsz")
+        loaded = ds.load(Path(tmp) / "m.dsz").eval()
+    with torch.no_grad():
+        return torch.equal(loaded(x), model(x))
+
+
+def failure(row: dict, exc: Exception) -> None:
+    row.update(ok=False, why=f"{type(exc).__name__}: {(str(exc).splitlines() or ['(no message)'])[0][:200]}",
+               trace=traceback.format_exc()[-2000:])
+
+
 def check(name: str) -> dict:
     t0 = time.perf_counter()
     model, x, row = zoo_model(name)
@@ -61,18 +75,14 @@ def check(name: str) -> dict:
         else:
             macs = total_macs(model, (x,))
             report = ds.prune_(model, ds.BlockPruning(ratio=0.25, importance="influence", measure_latency=False), example_inputs=(x,))
-            with tempfile.TemporaryDirectory() as tmp:
-                ds.save(model, Path(tmp) / "m.dsz")
-                loaded = ds.load(Path(tmp) / "m.dsz").eval()
-            same = torch.equal(loaded(x), model(x))
+            same = reloaded_equal(model, x)
             row.update(ok=same, removed=report.changed, search=report.figures.get("search"),
                        param_fraction=report.figures["params_after"] / row["params"],
                        mac_fraction=total_macs(model, (x,)) / max(macs, 1))
             if not same:
                 row["why"] = "the loaded model's outputs differ from the pruned model's"
     except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
-        row.update(ok=False, why=f"{type(exc).__name__}: {(str(exc).splitlines() or ['(no message)'])[0][:200]}",
-                   trace=traceback.format_exc()[-2000:])
+        failure(row, exc)
     row["seconds"] = time.perf_counter() - t0
     return row
 
@@ -89,19 +99,15 @@ def check_bridged(name: str) -> dict:
         report = ds.prune_(model, ds.BlockPruning(ratio=0.25, importance="influence", bridge=True, measure_latency=False),
                            example_inputs=(x,))
         bridges = [m for m in model.modules() if isinstance(m, LinearBridge)]
-        with tempfile.TemporaryDirectory() as tmp:
-            ds.save(model, Path(tmp) / "m.dsz")
-            loaded = ds.load(Path(tmp) / "m.dsz").eval()
+        same = reloaded_equal(model, x)
         with torch.no_grad():
             after = model(x)
-            same = torch.equal(loaded(x), after)
         row.update(ok=same, removed=report.changed, bridges=len(bridges), kinds=sorted({b.kind for b in bridges}),
                    fit_errors=report.figures.get("bridges", {}), shape_kept=tuple(after.shape) == tuple(before.shape))
         if not same:
             row["why"] = "the loaded model's outputs differ from the pruned model's"
     except Exception as exc:  # noqa: BLE001 -- a benchmark records every failure and goes on
-        row.update(ok=False, why=f"{type(exc).__name__}: {(str(exc).splitlines() or ['(no message)'])[0][:200]}",
-                   trace=traceback.format_exc()[-2000:])
+        failure(row, exc)
     row["seconds"] = time.perf_counter() - t0
     return row
 

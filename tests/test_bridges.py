@@ -159,3 +159,23 @@ def test_config_and_malformed_entries_are_refused():
             replay_surgery(_net([LinearResidual(), LinearResidual()]), [{**good, **bad}])
     with pytest.raises(FormatError, match="next to another bridge"):  # a file cannot stack up bridges without bound
         replay_surgery(_net([LinearResidual(), LinearResidual()]), [good, {**good, "index": 2}])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_hugging_face_decoders_run_with_a_bridge_and_their_cache(family, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if family == "llama":
+        model = transformers.LlamaModel(transformers.LlamaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                                                 num_key_value_heads=2, intermediate_size=32))
+    else:
+        model = transformers.GPT2Model(transformers.GPT2Config(vocab_size=64, n_embd=16, n_layer=4, n_head=2, bos_token_id=0, eos_token_id=0))
+    model.eval()
+    ids = torch.randint(0, 64, (2, 5))
+    report = ds.prune_(model, ds.BlockPruning(count=2, bridge=True, measure_latency=False), example_inputs=(ids,))
+    stack = model.layers if family == "llama" else model.h
+    assert len(report.changed) == 2 and sum(isinstance(m, LinearBridge) for m in stack) >= 1
+    assert model.config.num_hidden_layers == len(stack)  # a loop over config.num_hidden_layers runs every module
+    with torch.no_grad():
+        plain, cached = model(ids).last_hidden_state, model(ids, use_cache=True).last_hidden_state
+    assert plain.shape == (2, 5, 16) and torch.allclose(plain, cached, atol=1e-6)

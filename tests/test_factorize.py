@@ -321,3 +321,33 @@ def test_sensitivity_allocation_shows_its_progress_on_stderr_unless_turned_off(c
     quiet = ds.models.create("lenet300", in_features=64, num_classes=4)
     ds.factorize_(quiet, cfg.replace(progress=False), data=data)
     assert capsys.readouterr().err == ""
+
+
+def test_cp_sensitivity_trials_use_probe_iterations_and_the_final_fits_use_iterations(monkeypatch):
+    import deepshrink.factorize.cp as cp_module
+
+    calls: list[int] = []
+    real = cp_module.cp_als
+
+    def counting(weight, rank, iterations=100, tol=1e-7, seed=0):
+        calls.append(iterations)
+        return real(weight, rank, iterations, tol, seed)
+
+    monkeypatch.setattr(cp_module, "cp_als", counting)
+    torch.manual_seed(0)
+    data = ds.data.load("digits")
+    model = ds.models.create("vgg_small", image_size=8)
+    original = copy.deepcopy(model)
+    cfg = ds.CP(ratio=0.5, allocation="sensitivity", levels=3, iterations=40, probe_iterations=3, progress=False, latency=False,
+                sensitivity_samples=64)
+    report = ds.factorize_(model, cfg, data=data)
+    finals = len(report.changed)
+    assert finals >= 1 and calls[-finals:] == [40] * finals  # each layer's own fit: all the sweeps
+    assert calls[:-finals] and set(calls[:-finals]) == {3}  # every trial fit of the sensitivity curves: the cheap ones
+    for name in report.changed:  # the kept fit is exactly a full fit at the chosen rank
+        rank = report.per_layer[name]["rank"]
+        want = fit_cp(original.get_submodule(name), rank, iterations=40)
+        got = model.get_submodule(name)
+        assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), got.state_dict().values()))
+    with pytest.raises(ds.errors.ConfigError, match="probe_iterations"):
+        ds.CP(ratio=0.5, probe_iterations=0)

@@ -188,8 +188,12 @@ class CP(FactorizeConfig):
     Fields:
         rank: the same CP rank for every layer.
         ratio: the fraction of parameters / MACs kept.
-        iterations: the most ALS sweeps.
+        iterations: the most ALS sweeps of each layer's fit.
         tol: ALS stops when the relative change of the error falls below this.
+        probe_iterations: the most ALS sweeps of the trial fits that ``allocation="sensitivity"``
+            measures (``levels`` ranks per layer; at most ``iterations``). The final fit of each
+            layer runs ``iterations``. A sweep of a 512x512x3x3 weight at rank 700 takes 0.4 s
+            here, so 200-sweep trials kept ResNet-18 in the sensitivity phase for over 11 minutes.
 
     Exactly one of ``rank``, ``ratio``.
 
@@ -202,6 +206,7 @@ class CP(FactorizeConfig):
     ratio: float | None = None
     iterations: int = 100
     tol: float = 1e-7
+    probe_iterations: int = 25
 
     def validate(self) -> None:
         super().validate()
@@ -210,6 +215,7 @@ class CP(FactorizeConfig):
             check_range(self, "rank", 1, None, integer=True)
         check_range(self, "iterations", 1, 100000, integer=True)
         check_range(self, "tol", 0, 1, lo_open=True)
+        check_range(self, "probe_iterations", 1, 100000, integer=True)
 
 
 @register_config("separable")

@@ -253,7 +253,14 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
         new = method.fit(module, rank, config, calib.get(name, LayerData()))
         return new.to(module.weight.dtype).train(module.training)
 
-    ranks = _ranks(model, config, method, layers, examples, inputs, data, fit, report)
+    # CP's trial fits for the sensitivity curves stop sooner than the final fits (CP.probe_iterations).
+    probe_config = config.replace(iterations=min(config.iterations, config.probe_iterations)) if isinstance(config, CP) else config
+
+    def probe_fit(name: str, module: nn.Module, rank: Rank) -> nn.Module:
+        new = method.fit(module, rank, probe_config, calib.get(name, LayerData()))
+        return new.to(module.weight.dtype).train(module.training)
+
+    ranks = _ranks(model, config, method, layers, examples, inputs, data, probe_fit, report)
     shadow_base = copy.deepcopy(model).to("meta")
     original = copy.deepcopy(model) if refit else None  # the targets of the refit
     todo = [name for name in layers if ranks.get(name) is not None]
