@@ -179,3 +179,19 @@ def test_hugging_face_decoders_run_with_a_bridge_and_their_cache(family, tmp_pat
     with torch.no_grad():
         plain, cached = model(ids).last_hidden_state, model(ids, use_cache=True).last_hidden_state
     assert plain.shape == (2, 5, 16) and torch.allclose(plain, cached, atol=1e-6)
+
+
+def test_pruning_next_to_a_bridge_merges_the_two_and_the_file_reloads(tmp_path):
+    torch.manual_seed(0)
+    model = _net([LinearResidual() for _ in range(5)])
+    x = torch.randn(256, 4)
+    before = model(x).detach()
+    for keep_all_but in ("1.2", "1.3", "1.1"):  # the 2nd and 3rd removals touch the bridge the 1st one left
+        ignored = tuple(f"1.{i}" for i in range(5) if f"1.{i}" != keep_all_but)
+        ds.prune_(model, ds.BlockPruning(count=1, bridge=True, ignored=ignored, measure_latency=False), example_inputs=(x,))
+    kinds = [type(m).__name__ for m in model[1]]
+    assert kinds == ["LinearResidual", "LinearBridge", "LinearResidual"]  # one bridge for the three removed blocks
+    assert torch.allclose(model(x), before, atol=1e-4, rtol=1e-4)
+    path = tmp_path / "merged.dsz"
+    ds.save(model, path)
+    assert torch.equal(ds.load(path, model=_net([LinearResidual() for _ in range(5)]))(x), model(x))

@@ -71,7 +71,7 @@ from ..dispatch import Report, prune_
 from ..errors import ConfigError, UnsupportedModelError
 from ..models.inputs import forward_error
 from ..surgery import record_surgery, register_surgery
-from .bridges import LinearBridge, Run, fit_bridges, insert_into_stack, runs_of
+from .bridges import LinearBridge, Run, fit_bridges, insert_into_stack, merge_bridges, runs_of
 from .cost import measure_cost
 
 BLOCK_IMPORTANCES = ("loss", "influence")
@@ -352,11 +352,28 @@ def _apply(model: nn.Module, removal: dict[str, list[int]], fits: Fits | None) -
                 continue  # features no bridge maps: the run is removed plainly (listed in the report)
             bridge = copy.deepcopy(fit[0])
             index = run[1] - sum(1 for p in removed if p < run[1]) + inserted
+            stack = model.get_submodule(container)
+            # A bridge left by an earlier pruning next to this run: the two compose into one (never two side by side).
+            before = stack[index - 1] if index > 0 and isinstance(stack[index - 1], LinearBridge) else None
+            after = stack[index] if index < len(stack) and isinstance(stack[index], LinearBridge) else None
+            if before is not None and before.kind == bridge.kind and before.features == bridge.features:
+                bridge, index = merge_bridges(before, bridge), index - 1
+                entries.append(_take_out(model, container, index))
+                inserted -= 1
+            if after is not None and after.kind == bridge.kind and after.features == bridge.features:
+                bridge = merge_bridges(bridge, after)
+                entries.append(_take_out(model, container, index))
+                inserted -= 1
             insert_into_stack(model, container, index, bridge)
             entries.append({"op": "insert_bridge", "container": container, "index": index,
                             "features": bridge.features, "kind": bridge.kind})
             inserted += 1
     return entries
+
+
+def _take_out(model: nn.Module, container: str, index: int) -> dict[str, Any]:
+    remove_blocks(model, container, [index])
+    return {"op": "remove_blocks", "container": container, "removed": [index]}
 
 
 def _without_set(model: nn.Module, blocks: Sequence[Block], probe: Any, fits: Fits | None = None) -> float:
@@ -446,7 +463,8 @@ def block_prune(model: nn.Module, config: BlockPruning, *, example_inputs: Any =
     candidates = [b for b in all_blocks if not any(fnmatch.fnmatchcase(b.name, p) for p in config.ignored)]
     count = _target_count(config, len(all_blocks))
     per_stack = {c: sum(1 for b in candidates if b.container == c) for c in {b.container for b in candidates}}
-    sizes = {c: len(model.get_submodule(c)) for c in per_stack}
+    # Bridges left by an earlier pruning are not blocks: every stack keeps a real one.
+    sizes = {c: sum(1 for m in model.get_submodule(c) if not isinstance(m, LinearBridge)) for c in per_stack}
     # Every stack keeps at least one block.
     removable = sum(min(n, sizes[c] - 1) for c, n in per_stack.items())
     if count > removable:

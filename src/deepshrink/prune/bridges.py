@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -80,6 +81,30 @@ class LinearBridge(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}"
+
+
+def merge_bridges(first: LinearBridge, second: LinearBridge) -> LinearBridge:
+    """One bridge computing ``second(first(x))``: two linear maps compose to one.
+
+    A later pruning that removes the blocks next to a bridge leaves two bridges side by side;
+    they become one, so that a stack never holds adjacent bridges.
+
+    Example:
+        >>> a, b = LinearBridge(3), LinearBridge(3)
+        >>> _ = [nn.init.normal_(p) for p in (*a.parameters(), *b.parameters())]
+        >>> x = torch.randn(5, 3)
+        >>> torch.allclose(merge_bridges(a, b)(x), b(a(x)), atol=1e-5)
+        True
+    """
+    if first.kind != second.kind or first.features != second.features:
+        raise ValueError(f"cannot merge a {first.kind} bridge of {first.features} features with a {second.kind} one of {second.features}")
+    d = first.features
+    w1, w2 = first.proj.weight.detach().reshape(d, d).double(), second.proj.weight.detach().reshape(d, d).double()
+    merged = copy.deepcopy(second)
+    with torch.no_grad():
+        merged.proj.weight.copy_((w2 @ w1).reshape(merged.proj.weight.shape).to(merged.proj.weight.dtype))
+        merged.proj.bias.copy_((w2 @ first.proj.bias.detach().double() + second.proj.bias.detach().double()).to(merged.proj.bias.dtype))
+    return merged
 
 
 def bridge_kind(x: Tensor, block: nn.Module) -> str | None:
@@ -345,4 +370,4 @@ def fit_bridges(reference: nn.Module, runs: list[Run], batches: list[tuple[Any, 
 
 
 __all__ = ["BRIDGE_KINDS", "BridgeStats", "LinearBridge", "RIDGE", "Run", "bridge_kind", "feature_rows", "fit_bridges",
-           "insert_into_stack", "replay_insert_bridge", "runs_of"]
+           "insert_into_stack", "merge_bridges", "replay_insert_bridge", "runs_of"]
