@@ -158,3 +158,21 @@ def test_eval_split_all_scores_every_item_and_a_bad_split_is_named(tmp_path):
 def test_eval_text_data_needs_a_reference():
     res = run("eval", "minilm", "--data", "text:pydoc")
     _assert_clean_error(res, "--reference")
+
+
+def test_compress_with_a_bridged_block_pruning_recipe_reloads_and_evaluates(tmp_path):
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(f"Sentence {i} says something short about small models and their layers." for i in range(40)))
+    recipe = tmp_path / "bridged.yaml"
+    recipe.write_text("name: bridged\nstages:\n  - config: {type: block_pruning, count: 2, bridge: true, bridge_batches: 1, "
+                      "samples: 8, measure_latency: false}\n")
+    out = tmp_path / "m.dsz"
+    res = run("compress", "--model", "minilm", "--data", f"text:{text}", "--recipe", str(recipe), "--out", str(out))
+    assert res.exit_code == 0, res.output
+    res = run("eval", str(out), "--data", f"text:{text}", "--reference", "minilm", "--json")
+    assert res.exit_code == 0, res.output
+    assert 0.5 < json.loads(res.stdout.strip().splitlines()[-1])["cosine"] <= 1.0
+    import deepshrink as ds
+    from deepshrink.prune.bridges import LinearBridge
+
+    assert any(isinstance(m, LinearBridge) for m in ds.load(out).modules())
