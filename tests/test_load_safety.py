@@ -24,6 +24,18 @@ def test_huge_sizes_in_the_header_raise_before_allocating(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: no giant allocation
 
 
+@pytest.mark.parametrize("spec, kwargs", [("resnet_small", {"blocks": 10**6}), ("mlp", {"hidden": [4] * 10**5})])
+def test_huge_layer_counts_in_the_header_raise_before_building(tmp_path, spec, kwargs):
+    model = ds.models.create(spec)
+    set_model_spec(model, spec, kwargs)  # a million modules to build, even on the meta device
+    path = tmp_path / "deep.dsz"
+    ds.save(model, path)
+    t = time.perf_counter()
+    with pytest.raises(ds.FormatError, match="256"):
+        ds.load(path)
+    assert time.perf_counter() - t < 5
+
+
 def test_bad_kwargs_in_the_header_raise_format_error(tmp_path):
     model = ds.models.create("lenet300")
     set_model_spec(model, "lenet300", {"no_such_argument": 1})

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+MAX_HIDDEN_LAYERS = 256
+
 
 class MLP(nn.Module):
     """``in_features``-hidden...-``num_classes`` with ReLU; ``hidden=(100,)`` is Hinton et al.'s small MNIST net shape.
@@ -21,6 +23,9 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int = 784, hidden: Sequence[int] = (100,), num_classes: int = 10, dropout: float = 0.0) -> None:
         super().__init__()
+        # Bounded: a file's architecture names the hidden sizes, and every entry is a layer to build.
+        if not isinstance(hidden, (list, tuple)) or len(hidden) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"MLP: hidden must be a list of at most {MAX_HIDDEN_LAYERS} layer sizes")
         sizes = [in_features, *hidden, num_classes]
         for name, value in (("in_features", in_features), ("num_classes", num_classes), *(("hidden", h) for h in hidden)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

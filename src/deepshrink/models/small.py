@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+MAX_BLOCKS = 256  # basic blocks per stage of SmallResNet
+
 
 def _check(in_channels: int, num_classes: int, image_size: int, width: int, owner: str) -> None:
     # Fail with a message naming the argument rather than deep inside a layer constructor.
@@ -130,8 +132,10 @@ class SmallResNet(nn.Module):
     ) -> None:
         super().__init__()
         _check(in_channels, num_classes, image_size, width, "SmallResNet")
-        if not isinstance(blocks, int) or blocks < 1:
-            raise ValueError(f"SmallResNet: blocks={blocks!r} must be an integer >= 1")
+        # Bounded: a file's architecture names this count, and a million blocks are a million modules to build even
+        # on the meta device (minutes and gigabytes before any shape could be checked).
+        if not isinstance(blocks, int) or isinstance(blocks, bool) or not 1 <= blocks <= MAX_BLOCKS:
+            raise ValueError(f"SmallResNet: blocks={blocks!r} must be an integer in [1, {MAX_BLOCKS}]")
         self.example_input_shape = (in_channels, image_size, image_size)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
         stages: list[nn.Module] = []
