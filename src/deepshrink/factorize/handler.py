@@ -249,16 +249,15 @@ def run_factorize(model: nn.Module, config: FactorizeConfig, *, data: DataBundle
         calib = collect(model, linears, convs, batches, config.calibration_samples)
         report.figures["calibration_samples"] = sum(int(b[0].shape[0]) for b in batches)
 
-    def fit(name: str, module: nn.Module, rank: Rank) -> nn.Module:
-        new = method.fit(module, rank, config, calib.get(name, LayerData()))
-        return new.to(module.weight.dtype).train(module.training)
+    def fitter(cfg: FactorizeConfig) -> Any:
+        def fit(name: str, module: nn.Module, rank: Rank) -> nn.Module:
+            new = method.fit(module, rank, cfg, calib.get(name, LayerData()))
+            return new.to(module.weight.dtype).train(module.training)
+        return fit
 
+    fit = fitter(config)
     # CP's trial fits for the sensitivity curves stop sooner than the final fits (CP.probe_iterations).
-    probe_config = config.replace(iterations=min(config.iterations, config.probe_iterations)) if isinstance(config, CP) else config
-
-    def probe_fit(name: str, module: nn.Module, rank: Rank) -> nn.Module:
-        new = method.fit(module, rank, probe_config, calib.get(name, LayerData()))
-        return new.to(module.weight.dtype).train(module.training)
+    probe_fit = fitter(config.replace(iterations=min(config.iterations, config.probe_iterations))) if isinstance(config, CP) else fit
 
     ranks = _ranks(model, config, method, layers, examples, inputs, data, probe_fit, report)
     shadow_base = copy.deepcopy(model).to("meta")

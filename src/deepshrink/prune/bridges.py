@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.token_rows import batch_mask, real_rows
 from ..surgery import register_surgery
 
 # Ridge, relative to the mean diagonal of the inputs' Gram matrix: enough to keep the solve well posed when
@@ -144,9 +145,7 @@ def feature_rows(t: Tensor, kind: str, mask: Tensor | None = None) -> Tensor:
     """
     if kind != "linear":
         return t.movedim(1, -1).reshape(-1, t.shape[1])
-    if mask is not None and t.dim() >= 3 and tuple(t.shape[:2]) == tuple(mask.shape):
-        return t[mask.to(t.device)].reshape(-1, t.shape[-1])
-    return t.reshape(-1, t.shape[-1])
+    return real_rows(t, mask)
 
 
 class BridgeStats:
@@ -301,7 +300,6 @@ def fit_bridges(reference: nn.Module, runs: list[Run], batches: list[tuple[Any, 
         >>> err = fits[("", 0, 1)][1]; err < 1e-4  # two linear blocks compose to a linear map
         True
     """
-    from ..data.token_rows import batch_mask
     from .blocks import _block_input, _first_tensor
 
     fits: dict[Run, tuple[LinearBridge, float]] = {}

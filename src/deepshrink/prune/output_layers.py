@@ -12,6 +12,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from .bridges import LinearBridge
+
 
 def traced_outputs(out: Any) -> list[Tensor]:
     """The tensors of a model's output that the dependency graph should end at (``output_transform``).
@@ -72,14 +74,11 @@ def bridge_input_layers(dg: tp.DependencyGraph, model: nn.Module) -> set[nn.Modu
     hidden width to a pruning meant for heads and FFN neurons).
 
     Example:
-        >>> from .bridges import LinearBridge
         >>> m = nn.Sequential(nn.Linear(4, 6), LinearBridge(6), nn.Linear(6, 2))
         >>> dg = tp.DependencyGraph().build_dependency(m, example_inputs=torch.zeros(1, 4))
         >>> bridge_input_layers(dg, m) == {m[0]}
         True
     """
-    from .bridges import LinearBridge
-
     found: set[nn.Module] = set()
     for bridge in (m for m in model.modules() if isinstance(m, LinearBridge)):
         proj = bridge.proj
