@@ -9,7 +9,11 @@ model is untouched) or "FAIL" (anything else: a bug). Results go to
 ``benchmarks/results/verb_matrix.json`` and the ``verb-matrix`` section of
 BENCHMARKS.md. Not run by CI.
 
-Run: ``.venv/bin/python benchmarks/bench_verb_matrix.py [--only resnet18 bert]``
+With ``--timm`` the same verbs run over families of timm's registry that torchvision does not have
+(built with ``deepshrink.models.create("timm:NAME")``, so a file also reloads from its recorded spec
+alone); results go to ``benchmarks/results/timm_matrix.json`` and the ``timm-matrix`` section.
+
+Run: ``.venv/bin/python benchmarks/bench_verb_matrix.py [--only resnet18 bert] [--timm]``
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from _report import ROOT, machine, write_section  # noqa: E402
 import deepshrink as ds  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "verb_matrix.json"
+TIMM_RESULTS = ROOT / "benchmarks" / "results" / "timm_matrix.json"
 
 
 def _vision(name: str, **kw: Any) -> Callable[[], nn.Module]:
@@ -89,6 +94,55 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "distilbert (HF, 2 layers)": (_text("distilbert"), "tokens"),
     "roberta (HF, 2 layers)": (_text("roberta"), "tokens"),
     "gpt2 (HF, 2 layers)": (_text("gpt2"), "ids"),
+}
+
+
+def _timm(name: str, **kw: Any) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        return ds.models.create(f"timm:{name}", num_classes=10, **kw)
+    return make
+
+
+# timm families torchvision lacks (attention hybrids, re-parameterised, CSP, dual-path, multi-branch, NF, MLP).
+# Inputs of 32 px unless a model's own layout needs more; ViT-like models are built for that size (img_size).
+TIMM_MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    "resnet10t": (_timm("resnet10t"), "image32"),
+    "seresnext26d_32x4d": (_timm("seresnext26d_32x4d"), "image32"),
+    "skresnet18": (_timm("skresnet18"), "image32"),
+    "res2net50_14w_8s": (_timm("res2net50_14w_8s"), "image32"),
+    "resnest14d": (_timm("resnest14d"), "image32"),
+    "cspresnet50": (_timm("cspresnet50"), "image32"),
+    "dla34": (_timm("dla34"), "image32"),
+    "dpn68": (_timm("dpn68"), "image32"),
+    "nf_resnet26": (_timm("nf_resnet26"), "image32"),
+    "repvgg_a0": (_timm("repvgg_a0"), "image32"),
+    "mobileone_s0": (_timm("mobileone_s0"), "image32"),
+    "fastvit_t8": (_timm("fastvit_t8"), "image32"),
+    "hrnet_w18_small": (_timm("hrnet_w18_small"), "image64"),
+    "efficientnet_b0 (timm)": (_timm("efficientnet_b0"), "image32"),
+    "mobilenetv4_conv_small": (_timm("mobilenetv4_conv_small"), "image32"),
+    "ghostnet_050": (_timm("ghostnet_050"), "image32"),
+    "rexnet_100": (_timm("rexnet_100"), "image32"),
+    "lcnet_050": (_timm("lcnet_050"), "image32"),
+    "hgnetv2_b0": (_timm("hgnetv2_b0"), "image32"),
+    "repvit_m1": (_timm("repvit_m1"), "image32"),
+    "fasternet_t0": (_timm("fasternet_t0"), "image32"),
+    "starnet_s1": (_timm("starnet_s1"), "image32"),
+    "convnextv2_atto": (_timm("convnextv2_atto"), "image32"),
+    "edgenext_xx_small": (_timm("edgenext_xx_small"), "image32"),
+    "poolformer_s12": (_timm("poolformer_s12"), "image32"),
+    "mobilevit_xxs": (_timm("mobilevit_xxs"), "image32"),
+    "efficientvit_b0": (_timm("efficientvit_b0"), "image32"),
+    "levit_128s": (_timm("levit_128s", img_size=32), "image32"),
+    "tiny_vit_5m_224": (_timm("tiny_vit_5m_224"), "image32"),
+    "deit_tiny_patch16_224": (_timm("deit_tiny_patch16_224", img_size=32), "image32"),
+    "eva02_tiny_patch14_224": (_timm("eva02_tiny_patch14_224", img_size=28), "image28"),
+    "pit_ti_224": (_timm("pit_ti_224", img_size=32), "image32"),
+    "xcit_nano_12_p16_224": (_timm("xcit_nano_12_p16_224", img_size=32), "image32"),
+    "coat_lite_tiny": (_timm("coat_lite_tiny", img_size=32), "image32"),
+    "pvt_v2_b0": (_timm("pvt_v2_b0", img_size=32), "image32"),
+    "mixer_s16_224": (_timm("mixer_s16_224", img_size=32), "image32"),
+    "botnet26t_256": (_timm("botnet26t_256", img_size=64), "image64"),
 }
 
 
@@ -190,6 +244,11 @@ def run_cell(factory: Callable[[], nn.Module], x: tuple[Tensor, ...], verb: Call
         again = ds.load(path, model=factory())
         with torch.no_grad():
             same = torch.equal(_first(again(*x)), got)
+        if same and ds.surgery.model_spec(base) is not None:
+            # A model built from a factory spec reloads from the file alone (spec + surgery log).
+            alone = ds.load(path)
+            with torch.no_grad():
+                same = torch.equal(_first(alone(*x)), got)
         return {"status": "ok" if same else "FAIL", "reason": "" if same else "loaded outputs differ",
                 "dsz_bytes": path.stat().st_size, "seconds": round(time.perf_counter() - t0, 2)}
     except Exception as exc:  # noqa: BLE001
@@ -197,9 +256,11 @@ def run_cell(factory: Callable[[], nn.Module], x: tuple[Tensor, ...], verb: Call
         return {"status": "FAIL", "reason": f"{type(exc).__name__}: {str(exc)[:240]} ({Path(frame.filename).name}:{frame.lineno})"}
 
 
-def render(rows: dict[str, dict[str, dict[str, Any]]]) -> str:
-    verbs = list(VERBS)
-    lines = ["### Which verb works on which architecture (`benchmarks/bench_verb_matrix.py`)", "",
+def render(rows: dict[str, dict[str, dict[str, Any]]], timm: bool = False) -> str:
+    verbs = [v for v in VERBS if any(v in cells for cells in rows.values())]
+    title = ("### Which verb works on which timm architecture (`benchmarks/bench_verb_matrix.py --timm`)" if timm
+             else "### Which verb works on which architecture (`benchmarks/bench_verb_matrix.py`)")
+    lines = [title, "",
              f"Measured {machine()}. Every verb on randomly initialised models with small inputs: the result must run "
              "with the same output shape and finite values, and its .dsz must load back onto a fresh base model with "
              "bit-identical outputs. ok: all of that holds; refused: the verb declined with deepshrink's own error "
@@ -230,13 +291,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="model names (prefixes) to run")
     parser.add_argument("--verbs", nargs="*", default=None, help="verb names to run (default: all)")
+    parser.add_argument("--timm", action="store_true", help="run the timm zoo instead (section timm-matrix)")
     parser.add_argument("--merge", action="store_true",
                         help="with --only/--verbs: re-measure those cells into the saved results and BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    zoo, results, section = (TIMM_MODELS, TIMM_RESULTS, "timm-matrix") if args.timm else (MODELS, RESULTS, "verb-matrix")
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as d:
-        for name, (factory, kind) in MODELS.items():
+        for name, (factory, kind) in zoo.items():
             if args.only and not any(name.startswith(o) for o in args.only):
                 continue
             x = _inputs(kind)
@@ -253,13 +316,13 @@ def main() -> None:
         print(render(rows))
         return
     if args.only or args.verbs:
-        saved = json.loads(RESULTS.read_text())["rows"]
+        saved = json.loads(results.read_text())["rows"] if results.exists() else {}
         for name, cells in rows.items():
             saved.setdefault(name, {}).update(cells)
-        rows = {name: saved[name] for name in MODELS if name in saved}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
-    write_section("verb-matrix", render(rows))
+        rows = {name: saved[name] for name in zoo if name in saved}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    write_section(section, render(rows, timm=args.timm))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Model factories, all offline: ``deepshrink.models.create(spec, **kwargs)``.
 
 Built-in specs are registered in :data:`BUILTIN`; prefixed specs are
-``torchvision:NAME``, ``hf:DIR`` and ``minilm``. Every model that ``create``
+``torchvision:NAME``, ``timm:NAME`` (when timm is installed), ``hf:DIR`` and ``minilm``. Every model that ``create``
 returns remembers its spec, so a compressed file can rebuild it.
 
 Example:
@@ -37,7 +37,7 @@ BUILTIN: dict[str, Callable[..., nn.Module]] = {
 
 __all__ = ["BUILTIN", "accepted_specs", "create", "example_inputs", "load_weights", "read_state_dict"]
 
-PREFIXES = ("torchvision:NAME", "hf:DIR", "minilm")
+PREFIXES = ("torchvision:NAME", "timm:NAME", "hf:DIR", "minilm")
 
 
 def accepted_specs() -> str:
@@ -71,6 +71,10 @@ def create(spec: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Mo
             from .vision import create_torchvision
 
             model = create_torchvision(rest, **kwargs)
+        elif head == "timm" and rest:
+            from .timm_models import create_timm
+
+            model = create_timm(rest, **kwargs)
         elif head == "hf" and rest:
             from .hf import create_hf
 

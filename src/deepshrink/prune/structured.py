@@ -51,10 +51,12 @@ from torch.nn.utils import parametrize
 
 from ..config import Config, check_choice, check_range, check_type, register_config
 from ..dispatch import Report, prune_
-from ..errors import ConfigError, UnsupportedModelError
-from ..models.inputs import forward_error
+from ..errors import ConfigError, DeepshrinkError, UnsupportedModelError
+from ..models.inputs import run_once
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
+from .rollback import Rollback
+from .verify import outputs_differ, restore_zeroed, zero_channels, zero_removed_channels, zeroing_equals_removal
 from .output_layers import bridge_input_layers, graph_output_layers, traced_outputs
 from .heads import find_attention, replay_attention_heads, set_head_count
 from .importance import IMPORTANCES, build_importance
@@ -402,7 +404,8 @@ def channel_prune(
     if config.reconstruct and data is None:
         raise ConfigError("reconstruct", True, "data to refit on: prune_(model, cfg, data=bundle), or reconstruct=False", "ChannelPruning")
     # Inputs the model cannot run on would otherwise surface as a tracing failure deep in Torch-Pruning.
-    if (exc := forward_error(model, inputs)) is not None:
+    before, exc = run_once(model, inputs)
+    if exc is not None:
         raise ConfigError("example_inputs", f"inputs on which model(*example_inputs) fails ({type(exc).__name__}: "
                           f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
                           "ChannelPruning")
@@ -411,8 +414,6 @@ def channel_prune(
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
     names = {m: n for n, m in model.named_modules()}
-    # The replay check runs on a shape-only copy of the unpruned model.
-    shadow = copy.deepcopy(model).to("meta")
     was_training = model.training
     model.eval()  # tracing and scoring must not move batch-norm statistics
     fixed = _fixed_layers(model, config)
@@ -441,6 +442,137 @@ def channel_prune(
         pruner.ignored_layers.append(m)
         report.skipped.setdefault(names[m], "feeds a linear bridge (its output width is kept)")
 
+    undo = Rollback(model)
+    fresh_report = copy.deepcopy(report)
+    try:
+        try:
+            entries = _prune_steps(model, config, inputs, data, pruner, attention, names, before, report)
+            _check_still_runs(model, inputs, before, undo.saved, entries)
+        except DeepshrinkError:
+            raise  # our own refusal (a criterion that does not suit the model): nothing to retry
+        except Exception as first:
+            # Torch-Pruning mis-mapped a coupling somewhere (torch.stack of branches, a split feeding several
+            # convolutions). Start again from the unpruned model, this time group by group: a group whose
+            # scoring fails or whose removal stops the model from running is put back and kept whole.
+            undo.restore()
+            undo = Rollback(model)
+            report = copy.deepcopy(fresh_report)
+            report.figures["careful_retry"] = f"{type(first).__name__}: {str(first)[:200]}"
+            pruner = _meta_pruner(model, inputs, config, fixed + list(pruner.ignored_layers), attention, head_ratio,
+                                  num_heads, importance)
+            entries = _prune_steps(model, config, inputs, data, pruner, attention, names, before, report,
+                                   careful=True)
+            _check_still_runs(model, inputs, before, undo.saved, entries)
+            if not entries:
+                raise UnsupportedModelError(
+                    f"channel pruning could remove nothing from {type(model).__name__}: the removal of every group "
+                    f"broke the model or changed what it computes (first: {type(first).__name__}: {str(first)[:200]}); "
+                    "the model is unchanged. A layer type Torch-Pruning does not know (e.g. a convolution with an "
+                    "extra per-channel parameter) is the usual cause. Prune it unstructured "
+                    "(deepshrink.MagnitudePruning) or factorize it (deepshrink.SVD) instead."
+                ) from first
+    except BaseException as err:
+        # Whatever went wrong half-way, the caller's model is put back exactly as it was.
+        undo.restore()
+        model.train(was_training)
+        if not isinstance(err, Exception) or isinstance(err, DeepshrinkError):
+            raise
+        raise UnsupportedModelError(
+            f"channel pruning failed on {type(model).__name__} ({type(err).__name__}: {str(err)[:300]}); the model is "
+            "unchanged. Torch-Pruning's dependency graph mis-mapped a coupling (typically torch.split, torch.stack or "
+            "a reshape between branches). Keep the blocks involved out with ChannelPruning(ignored=[...]), or prune "
+            "unstructured (deepshrink.MagnitudePruning) or factorize (deepshrink.SVD) instead."
+        ) from err
+    model.train(was_training)
+    del undo
+    if data is not None and config.batchnorm_samples > 0:
+        from ..quantize.bn_stats import BatchNormStats, refresh_batchnorm
+
+        refreshed = refresh_batchnorm(model, data, BatchNormStats(samples=config.batchnorm_samples, seed=config.seed))
+        if refreshed:
+            report.figures["batchnorm_refreshed"] = refreshed
+    if original is not None:
+        from .reconstruct import calibration_batches, reconstruct_consumers
+
+        order = {n: i for i, n in enumerate(names.values())}
+        consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
+        batches = calibration_batches(model, data, config.reconstruct_batches, seed=config.seed)
+        kept = {e["module"]: e["out"] for e in entries.values() if "out" in e}
+        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches, kept_outputs=kept)
+    report.figures["params_after"] = _n_params(model)
+    report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
+    return report
+
+
+def _breakage(model: nn.Module, inputs: tuple[Any, ...], want: Any, values: bool) -> str | None:
+    """Why ``model`` does not give ``want`` on the example inputs (None when it does, up to float rounding).
+
+    ``want`` is the original's output with the removed channels zeroed (``values``), or the unpruned
+    output when only the shapes can be compared (a layer norm's channels were cut).
+    """
+    after, exc = run_once(model, inputs)
+    if exc is not None:
+        return f"the pruned model no longer runs: {type(exc).__name__}: {str(exc)[:200]}"
+    return outputs_differ(after, want, values=values)
+
+
+def _semantic(modules: list[nn.Module]) -> bool:
+    return all(zeroing_equals_removal(m) for m in modules)
+
+
+@torch.no_grad()
+def _zeroed_reference(model: nn.Module, inputs: tuple[Any, ...], log: list[dict[str, Any]]) -> Any:
+    """``model``'s output with what ``log`` removes set to zero (the model itself is put back after)."""
+    zeroed = zero_removed_channels(model, log)
+    try:
+        out, exc = run_once(model, inputs)
+    finally:
+        restore_zeroed(zeroed)
+    if exc is not None:
+        raise RuntimeError(f"the original model with the removed channels zeroed does not run: {exc}")
+    return out
+
+
+def _check_still_runs(model: nn.Module, inputs: tuple[Any, ...], before: Any, unpruned: nn.Module,
+                      entries: dict[str, dict[str, Any]]) -> None:
+    """The pruned model must run, keep its output shapes and, where zeroing equals removal for every cut
+    layer, compute what the unpruned model computes with the removed channels zeroed."""
+    log = list(entries.values())
+    cut = [unpruned.get_submodule(e["module"]) for e in log if "out" in e or "features" in e]
+    values = _semantic(cut)
+    want = _zeroed_reference(unpruned, inputs, log) if values else before
+    if (why := _breakage(model, inputs, want, values)) is not None:
+        raise RuntimeError(why)
+
+
+class _SkipUnscorable(tp.importance.Importance):
+    """Scores groups with ``inner``; a group whose scoring fails (a mis-mapped index) is left unpruned."""
+
+    def __init__(self, inner: Any, names: dict[nn.Module, str], skipped: dict[str, str]) -> None:
+        self.inner, self.names, self.skipped = inner, names, skipped
+
+    def __call__(self, group: Any, **kwargs: Any) -> Tensor | None:
+        try:
+            return self.inner(group, **kwargs)
+        except DeepshrinkError:
+            raise
+        except (IndexError, RuntimeError, ValueError, KeyError) as exc:
+            name = self.names.get(group[0].dep.target.module, str(group[0].dep.target))
+            self.skipped[name] = f"its group could not be scored ({type(exc).__name__}: {str(exc)[:120]}); kept whole"
+            return None
+
+
+def _prune_steps(model: nn.Module, config: ChannelPruning, inputs: tuple[Any, ...], data: Any, pruner: Any,
+                 attention: list[Any], names: dict[nn.Module, str], before: Any,
+                 report: Report, careful: bool = False) -> dict[str, dict[str, Any]]:
+    """Torch-Pruning's steps, then the surgery log that replays them (checked on a shape-only copy).
+
+    ``careful``: run the model after every group and put back a group that breaks it (one forward pass
+    per group), and leave unpruned a group that cannot be scored. Fills ``report`` and returns the log
+    entries by module name.
+    """
+    # The replay check runs on a shape-only copy of the unpruned model.
+    shadow = copy.deepcopy(model).to("meta")
     kept: dict[tuple[str, str], list[int]] = {}
     costs = [measure_cost(model, inputs)] if config.measure_latency else []
     with torch.random.fork_rng(devices=[]):
@@ -451,6 +583,8 @@ def channel_prune(
                 warn_step(costs[-2], costs[-1], _step)
             if _step > 0:  # scores of the channels that are left (data-driven criteria measure again)
                 pruner.importance = build_importance(config, model, inputs, data)
+            if careful:
+                pruner.importance = _SkipUnscorable(pruner.importance, names, report.skipped)
             for group in pruner.step(interactive=True):
                 edits: dict[tuple[str, str], set[int]] = {}
                 ok = True
@@ -471,11 +605,30 @@ def channel_prune(
                     edits.setdefault(key, set()).update(int(i) for i in _plain(idxs))
                 if not ok:
                     continue
-                for (name, axis), removed in edits.items():
-                    module = model.get_submodule(name)
-                    current = kept.setdefault((name, axis), list(range(_size(module, axis))))
-                    kept[(name, axis)] = [k for i, k in enumerate(current) if i not in removed]
-                group.prune()
+                for name, axis in edits:  # sizes before this module's first cut
+                    kept.setdefault((name, axis), list(range(_size(model.get_submodule(name), axis))))
+                if careful:
+                    # The group's removal must give what zeroing its channels gives (where that is the same
+                    # thing), else at least run with the same output shapes; otherwise it is put back.
+                    cut = {(name, axis): removed for (name, axis), removed in edits.items() if axis != "in"}
+                    values = _semantic([model.get_submodule(name) for name, _ in cut])
+                    want = before
+                    if values:
+                        zeroed = [z for (name, axis), removed in cut.items()
+                                  for z in zero_channels(model.get_submodule(name), axis, sorted(removed))]
+                        want, _ = run_once(model, inputs)
+                        restore_zeroed(zeroed)
+                    undo = [Rollback(model.get_submodule(name)) for name in {name for name, _ in edits}]
+                    group.prune()
+                    if (why := _breakage(model, inputs, want, values)) is not None:
+                        for u in undo:
+                            u.restore()
+                        report.skipped[next(iter(edits))[0] if edits else "?"] = f"removing its group broke the model ({why[:120]}); kept whole"
+                        continue
+                else:
+                    group.prune()
+                for key, removed in edits.items():
+                    kept[key] = [k for i, k in enumerate(kept[key]) if i not in removed]
     model.zero_grad(set_to_none=True)  # gradients of the old shapes mean nothing for the pruned parameters
     if costs:
         costs.append(measure_cost(model, inputs))
@@ -485,7 +638,6 @@ def channel_prune(
         report.figures.update(macs_before=costs[0]["macs"], macs_after=costs[-1]["macs"],
                               latency_ms_before=costs[0]["latency_ms"], latency_ms_after=costs[-1]["latency_ms"],
                               speedup=costs[0]["latency_ms"] / max(costs[-1]["latency_ms"], 1e-9), steps=costs)
-    model.train(was_training)
 
     entries: dict[str, dict[str, Any]] = {}
     for (name, axis), idx in kept.items():
@@ -511,22 +663,7 @@ def channel_prune(
     if want != got:
         bad = sorted(k for k in want if want[k] != got.get(k))
         raise RuntimeError(f"channel pruning produced shapes the surgery log cannot rebuild: {bad[:5]}")
-    if data is not None and config.batchnorm_samples > 0:
-        from ..quantize.bn_stats import BatchNormStats, refresh_batchnorm
-
-        refreshed = refresh_batchnorm(model, data, BatchNormStats(samples=config.batchnorm_samples, seed=config.seed))
-        if refreshed:
-            report.figures["batchnorm_refreshed"] = refreshed
-    if original is not None:
-        from .reconstruct import calibration_batches, reconstruct_consumers
-
-        consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
-        batches = calibration_batches(model, data, config.reconstruct_batches, seed=config.seed)
-        kept = {e["module"]: e["out"] for e in entries.values() if "out" in e}
-        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches, kept_outputs=kept)
-    report.figures["params_after"] = _n_params(model)
-    report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
-    return report
+    return entries
 
 
 __all__: Sequence[str] = ["ChannelPruning", "channel_prune", "replay_channel_prune"]

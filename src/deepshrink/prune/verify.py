@@ -27,33 +27,140 @@ from ..dispatch import prune_
 from ..surgery import surgery_log
 
 
+# (tensor, dim, positions, values before): what zeroing changed, so that it can be put back.
+Zeroed = list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]
+
+# Layers whose removed channels are not the same as zeroed ones: a layer norm's statistics run over all of its
+# features, so a zeroed feature still counts in its mean and variance; an embedding's features feed such norms.
+_STATISTICS_COUPLED = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.instancenorm._InstanceNorm, nn.Embedding)
+
+
+def zeroing_equals_removal(module: nn.Module) -> bool:
+    """Whether a channel of ``module`` set to zero contributes exactly what a removed one does (nothing).
+
+    True for convolutions, linear layers and batch norms; False for layer, group and instance norms
+    (their statistics span every channel) and for embeddings, and for norm layers of other libraries
+    by class name (``...LayerNorm...``, ``...GroupNorm...``, ``...RMSNorm...``).
+
+    Example:
+        >>> zeroing_equals_removal(nn.Conv2d(3, 4, 3)), zeroing_equals_removal(nn.LayerNorm(4))
+        (True, False)
+    """
+    if isinstance(module, _STATISTICS_COUPLED):
+        return False
+    name = type(module).__name__
+    return not any(k in name for k in ("LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm"))
+
+
 @torch.no_grad()
-def zero_removed_channels(model: nn.Module, log: list[dict[str, Any]]) -> None:
+def zero_channels(module: nn.Module, axis: str, removed: list[int]) -> Zeroed:
+    """Zero the ``removed`` output channels (``axis`` "out") or features (``axis`` "features") of one layer.
+
+    Returns what was overwritten, for :func:`restore_zeroed`. Input-side cuts (``axis`` "in") need
+    nothing: the channels feeding them are zeroed where they are produced.
+
+    Example:
+        >>> m = nn.Linear(2, 3)
+        >>> undo = zero_channels(m, "out", [1]); float(m.weight[1].abs().sum())
+        0.0
+        >>> restore_zeroed(undo); float(m.weight[1].abs().sum()) > 0
+        True
+    """
+    weight = getattr(module, "weight", None)
+    if axis == "in" or not removed or not isinstance(weight, torch.Tensor) or isinstance(module, nn.Embedding):
+        return []
+    dim = 1 if isinstance(module, nn.modules.conv._ConvNd) and module.transposed and axis == "out" else 0
+    idx = torch.tensor(sorted(set(removed)), dtype=torch.long, device=weight.device)
+    zeroed: Zeroed = [(weight, dim, idx, weight.index_select(dim, idx).clone())]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        zeroed.append((bias, 0, idx, bias.index_select(0, idx).clone()))
+    for tensor, d, i, _ in zeroed:
+        tensor.index_fill_(d, i, 0.0)
+    return zeroed
+
+
+@torch.no_grad()
+def restore_zeroed(zeroed: Zeroed) -> None:
+    """Put back what :func:`zero_channels` or :func:`zero_removed_channels` overwrote.
+
+    Example:
+        >>> m = nn.Linear(2, 3); w = m.weight.clone()
+        >>> restore_zeroed(zero_channels(m, "out", [0, 2])); torch.equal(m.weight, w)
+        True
+    """
+    for tensor, dim, idx, values in reversed(zeroed):
+        tensor.index_copy_(dim, idx, values)
+
+
+@torch.no_grad()
+def zero_removed_channels(model: nn.Module, log: list[dict[str, Any]]) -> Zeroed:
     """Zero, in an unpruned model, what a ``channel_prune`` log removes (output rows and biases, norm scales and shifts).
 
     Input-side cuts need nothing: the channels feeding them are zeroed where they are produced.
+    Returns what was overwritten (:func:`restore_zeroed` puts it back).
 
     Example:
         >>> m = nn.Sequential(nn.Linear(2, 3))
-        >>> zero_removed_channels(m, [{"op": "channel_prune", "module": "0", "out": [0, 2]}])
+        >>> _ = zero_removed_channels(m, [{"op": "channel_prune", "module": "0", "out": [0, 2]}])
         >>> m[0].weight[1].abs().sum().item()
         0.0
     """
+    zeroed: Zeroed = []
     for entry in log:
         if entry.get("op") != "channel_prune":
             continue
         m = model.get_submodule(entry["module"])
         axis = "out" if "out" in entry else "features" if "features" in entry else None
-        if axis is None or isinstance(m, nn.Embedding):
-            continue
         weight = getattr(m, "weight", None)
-        if weight is None:
+        if axis is None or not isinstance(weight, torch.Tensor):
             continue
-        dim = 1 if isinstance(m, nn.modules.conv._ConvNd) and m.transposed and axis == "out" else 0
-        removed = sorted(set(range(weight.shape[dim])) - set(entry[axis]))
-        weight.index_fill_(dim, torch.tensor(removed, dtype=torch.long), 0.0)
-        if getattr(m, "bias", None) is not None:
-            m.bias[removed] = 0
+        size = weight.shape[1 if isinstance(m, nn.modules.conv._ConvNd) and m.transposed and axis == "out" else 0]
+        zeroed += zero_channels(m, axis, sorted(set(range(size)) - set(entry[axis])))
+    return zeroed
+
+
+def output_tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor of a model's output (a tensor, tuple, list, dict or ModelOutput), in order.
+
+    Example:
+        >>> [tuple(t.shape) for t in output_tensors((torch.zeros(2), {"a": torch.zeros(1, 3)}))]
+        [(2,), (1, 3)]
+    """
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in output_tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in output_tensors(v)]
+    return []
+
+
+def outputs_differ(got: Any, want: Any, rtol: float = 1e-3, values: bool = True) -> str | None:
+    """Why two model outputs are not the same up to float rounding (None when they are).
+
+    Shapes must match exactly; values (unless ``values`` is False) within ``rtol`` of the
+    reference's largest magnitude.
+
+    Example:
+        >>> outputs_differ(torch.ones(2), torch.ones(2) + 1e-6) is None, outputs_differ(torch.ones(2), torch.zeros(3))
+        (True, 'output shapes [(2,)] instead of [(3,)]')
+    """
+    a, b = output_tensors(got), output_tensors(want)
+    if [tuple(t.shape) for t in a] != [tuple(t.shape) for t in b]:
+        return f"output shapes {[tuple(t.shape) for t in a][:3]} instead of {[tuple(t.shape) for t in b][:3]}"
+    if not values:
+        return None
+    for x, y in zip(a, b):
+        if not (x.is_floating_point() and y.is_floating_point()):
+            if not torch.equal(x, y):
+                return "integer outputs differ"
+            continue
+        scale = float(y.detach().abs().max()) if y.numel() else 0.0
+        diff = float((x.detach().float() - y.detach().float()).abs().max()) if x.numel() else 0.0
+        if not diff <= rtol * scale + 1e-6:
+            return f"outputs differ by {diff:.3g} (largest reference value {scale:.3g})"
+    return None
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -85,7 +192,7 @@ def removal_equivalence(model: nn.Module, config: Any, example_inputs: tuple[Any
     reference = copy.deepcopy(model).eval()
     pruned = copy.deepcopy(model).eval()
     report = prune_(pruned, config, example_inputs=example_inputs, **prune_kwargs)
-    zero_removed_channels(reference, surgery_log(pruned))
+    zero_removed_channels(reference, surgery_log(pruned))  # the reference is a copy: nothing to put back
     with torch.no_grad():
         want = _first_tensor(reference(*example_inputs)).float()
         got = _first_tensor(pruned.eval()(*example_inputs)).float()
@@ -104,4 +211,5 @@ def removal_equivalence(model: nn.Module, config: Any, example_inputs: tuple[Any
     }
 
 
-__all__ = ["removal_equivalence", "zero_removed_channels"]
+__all__ = ["outputs_differ", "output_tensors", "removal_equivalence", "restore_zeroed", "zero_channels",
+           "zero_removed_channels", "zeroing_equals_removal"]

@@ -1,0 +1,125 @@
+"""Channel pruning never leaves a broken or half-pruned model: it checks itself, retries group by group, or rolls back.
+
+Torch-Pruning's dependency graph mis-maps some couplings (a torch.split whose halves meet again, timm's
+selective-kernel stack of branches, convolutions with an extra per-channel parameter). The verb checks the
+pruned model against the original with the removed channels zeroed; on a failure it starts again from the
+unpruned model and keeps whole every group whose removal breaks the model, and when nothing can be removed
+(or anything else goes wrong) the caller's model is put back exactly as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import deepshrink as ds
+import deepshrink.prune.structured as structured
+from deepshrink.prune.verify import removal_equivalence
+from deepshrink.surgery import surgery_log
+
+
+class SplitJoin(nn.Module):
+    """Half of the stem's channels go through a convolution after meeting the other half: a split Torch-Pruning mis-maps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.mix = nn.Conv2d(8, 8, 3, padding=1)
+        self.out = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x).relu()
+        p, q = torch.split(x, 8, dim=1)
+        q = self.mix(q + p)
+        return self.fc(self.out(torch.cat([p, q], 1)).mean((2, 3)))
+
+
+class GainConv(nn.Conv2d):
+    """A convolution with a per-output-channel gain that Torch-Pruning does not know to cut (as timm's ScaledStdConv2d)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+        self.gain = nn.Parameter(torch.rand(cout) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * self.gain.view(1, -1, 1, 1)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    now = model.state_dict()
+    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
+
+
+CFG = ds.ChannelPruning(ratio=0.5, importance="l1", measure_latency=False)
+
+
+def test_a_mis_mapped_split_is_retried_group_by_group_and_the_result_is_exact(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = SplitJoin().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = removal_equivalence(model, CFG, (x,))
+    pruned, report = result["pruned"], result["report"]
+    assert "careful_retry" in report.figures  # the one-pass pruning broke the model and was undone
+    assert "mix" in report.skipped and "kept whole" in report.skipped["mix"]
+    assert result["max_rel_diff"] < 1e-5  # what was removed is exactly what zeroing removes
+    assert result["param_fraction"] < 0.95  # the groups that could go, went
+    path = tmp_path / "split.dsz"
+    ds.save(pruned, path)
+    again = ds.load(path, model=SplitJoin())
+    assert torch.equal(again(x), pruned(x))
+
+
+def test_when_no_group_can_go_the_model_is_refused_and_left_exactly_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(GainConv(3, 8), nn.ReLU(), GainConv(8, 8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 4)).eval()
+    layers = list(model.modules())
+    state = _state(model)
+    with pytest.raises(ds.UnsupportedModelError, match="could remove nothing"):
+        ds.prune_(model, CFG, example_inputs=(torch.randn(2, 3, 8, 8),))
+    assert _same(model, state)
+    assert list(model.modules()) == layers and model[0].out_channels == 8 and not surgery_log(model)
+
+
+def test_an_interrupt_half_way_puts_the_model_back(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = ds.models.create("resnet_small")
+    model.train()
+    conv = model.get_submodule(next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)))
+    state = _state(model)
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(structured, "_check_still_runs", interrupted)  # after every group has been cut
+    with pytest.raises(KeyboardInterrupt):
+        ds.prune_(model, CFG, example_inputs=ds.models.example_inputs(model))
+    assert _same(model, state) and model.training
+    assert conv in list(model.modules()) and conv.weight.shape[0] == conv.out_channels
+    assert not surgery_log(model)
+
+
+def test_timm_selective_kernel_and_res2net_prune_exactly() -> None:
+    pytest.importorskip("timm")
+    for name in ("skresnet18", "res2net50_14w_8s"):
+        torch.manual_seed(0)
+        model = ds.models.create(f"timm:{name}", num_classes=10).eval()
+        x = torch.randn(2, 3, 32, 32)
+        result = removal_equivalence(model, ds.ChannelPruning(ratio=0.3, importance="l1", measure_latency=False), (x,))
+        assert result["max_rel_diff"] < 1e-4, name
+        assert result["param_fraction"] < 0.999, name
+        assert result["pruned"](x).shape == (2, 10)
+
+
+def test_a_model_the_graph_maps_well_is_pruned_in_one_pass() -> None:
+    model = ds.models.create("resnet_small")
+    report = ds.prune_(copy.deepcopy(model), CFG, example_inputs=ds.models.example_inputs(model))
+    assert "careful_retry" not in report.figures and report.figures["param_ratio"] < 0.5
