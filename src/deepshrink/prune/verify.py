@@ -25,6 +25,7 @@ from torch import nn
 
 from ..dispatch import prune_
 from ..surgery import surgery_log
+from .output_layers import traced_outputs
 
 
 # (tensor, dim, positions, values before): what zeroing changed, so that it can be put back.
@@ -120,33 +121,17 @@ def zero_removed_channels(model: nn.Module, log: list[dict[str, Any]]) -> Zeroed
     return zeroed
 
 
-def output_tensors(out: Any) -> list[torch.Tensor]:
-    """Every tensor of a model's output (a tensor, tuple, list, dict or ModelOutput), in order.
-
-    Example:
-        >>> [tuple(t.shape) for t in output_tensors((torch.zeros(2), {"a": torch.zeros(1, 3)}))]
-        [(2,), (1, 3)]
-    """
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in output_tensors(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in output_tensors(v)]
-    return []
-
-
 def outputs_differ(got: Any, want: Any, rtol: float = 1e-3, values: bool = True) -> str | None:
     """Why two model outputs are not the same up to float rounding (None when they are).
 
-    Shapes must match exactly; values (unless ``values`` is False) within ``rtol`` of the
+    Every tensor of each output counts (tuples, lists, dicts, ModelOutput). Shapes must match exactly; values (unless ``values`` is False) within ``rtol`` of the
     reference's largest magnitude.
 
     Example:
         >>> outputs_differ(torch.ones(2), torch.ones(2) + 1e-6) is None, outputs_differ(torch.ones(2), torch.zeros(3))
         (True, 'output shapes [(2,)] instead of [(3,)]')
     """
-    a, b = output_tensors(got), output_tensors(want)
+    a, b = traced_outputs(got), traced_outputs(want)
     if [tuple(t.shape) for t in a] != [tuple(t.shape) for t in b]:
         return f"output shapes {[tuple(t.shape) for t in a][:3]} instead of {[tuple(t.shape) for t in b][:3]}"
     if not values:
@@ -211,5 +196,5 @@ def removal_equivalence(model: nn.Module, config: Any, example_inputs: tuple[Any
     }
 
 
-__all__ = ["outputs_differ", "output_tensors", "removal_equivalence", "restore_zeroed", "zero_channels",
+__all__ = ["outputs_differ", "removal_equivalence", "restore_zeroed", "zero_channels",
            "zero_removed_channels", "zeroing_equals_removal"]
