@@ -27,6 +27,8 @@ def test_a_timm_model_is_built_with_random_init_and_remembers_its_spec() -> None
 
 @pytest.mark.parametrize("spec,kwargs,match", [
     ("timm:no_such_net", {}, "unknown timm model"),
+    ("timm:hf-hub:timm/resnet18.a1_in1k", {}, "unknown timm model"),  # timm would fetch its config from the Hub
+    ("timm:local-dir:/tmp", {}, "unknown timm model"),  # or read it from a directory
     ("timm:resnet10t", {"pretrained": True}, "does not take 'pretrained'"),
     ("timm:resnet10t", {"pretrained_cfg_overlay": {"file": "/etc/passwd"}}, "does not take 'pretrained_cfg_overlay'"),
     ("timm:resnet10t", {"checkpoint_path": "x.pth"}, "does not take 'checkpoint_path'"),
