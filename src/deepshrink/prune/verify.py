@@ -40,8 +40,9 @@ def zeroing_equals_removal(module: nn.Module) -> bool:
     """Whether a channel of ``module`` set to zero contributes exactly what a removed one does (nothing).
 
     True for convolutions, linear layers and batch norms; False for layer, group and instance norms
-    (their statistics span every channel) and for embeddings, and for norm layers of other libraries
-    by class name (``...LayerNorm...``, ``...GroupNorm...``, ``...RMSNorm...``).
+    (their statistics span every channel) and for embeddings, and for norm layers and weight-standardised
+    convolutions of other libraries by class name (``...LayerNorm...``, ``...GroupNorm...``,
+    ``...RMSNorm...``, ``...StdConv...``).
 
     Example:
         >>> zeroing_equals_removal(nn.Conv2d(3, 4, 3)), zeroing_equals_removal(nn.LayerNorm(4))
@@ -49,8 +50,10 @@ def zeroing_equals_removal(module: nn.Module) -> bool:
     """
     if isinstance(module, _STATISTICS_COUPLED):
         return False
+    # Weight-standardised convolutions (timm's StdConv2d, ScaledStdConv2d) normalise each filter over all of
+    # its input channels: a zeroed input still counts in those statistics, a removed one does not.
     name = type(module).__name__
-    return not any(k in name for k in ("LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm"))
+    return not any(k in name for k in ("LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm", "StdConv"))
 
 
 @torch.no_grad()
