@@ -123,3 +123,15 @@ def test_a_model_the_graph_maps_well_is_pruned_in_one_pass() -> None:
     model = ds.models.create("resnet_small")
     report = ds.prune_(copy.deepcopy(model), CFG, example_inputs=ds.models.example_inputs(model))
     assert "careful_retry" not in report.figures and report.figures["param_ratio"] < 0.5
+
+
+def test_layers_whose_statistics_span_channels_are_compared_by_shape_only() -> None:
+    from deepshrink.prune.verify import zeroing_equals_removal
+
+    class StdConv2d(nn.Conv2d):  # named like timm's weight-standardised convolution
+        pass
+
+    assert zeroing_equals_removal(nn.Conv2d(2, 2, 1)) and zeroing_equals_removal(nn.BatchNorm2d(2))
+    assert zeroing_equals_removal(nn.Linear(2, 2))
+    for m in (nn.LayerNorm(2), nn.GroupNorm(1, 2), nn.Embedding(3, 2), StdConv2d(2, 2, 1)):
+        assert not zeroing_equals_removal(m), type(m).__name__
