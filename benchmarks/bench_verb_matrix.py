@@ -297,33 +297,36 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     zoo, results, section = (TIMM_MODELS, TIMM_RESULTS, "timm-matrix") if args.timm else (MODELS, RESULTS, "verb-matrix")
-    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    partial = bool(args.only or args.verbs)
+    if partial and not args.merge:
+        rows: dict[str, dict[str, dict[str, Any]]] = {}
+    else:  # every model's cells are written as soon as they are measured: a long run can stop and go on
+        rows = json.loads(results.read_text())["rows"] if partial and results.exists() else {}
     with tempfile.TemporaryDirectory() as d:
         for name, (factory, kind) in zoo.items():
             if args.only and not any(name.startswith(o) for o in args.only):
                 continue
             x = _inputs(kind)
-            rows[name] = {}
+            cells: dict[str, dict[str, Any]] = {}
             for verb_name, verb in VERBS.items():
                 if kind in ("tokens", "ids") and verb_name in TEXT_SKIP:
                     continue
                 if args.verbs and verb_name not in args.verbs:
                     continue
                 cell = run_cell(factory, x, verb, Path(d))
-                rows[name][verb_name] = cell
+                cells[verb_name] = cell
                 print(f"{name:26s} {verb_name:14s} {cell['status']} {cell.get('reason', '')[:160]}", flush=True)
-    if (args.only or args.verbs) and not args.merge:
+            rows.setdefault(name, {}).update(cells)
+            if args.merge or not partial:
+                _save(results, section, {n: rows[n] for n in zoo if n in rows}, args.timm)
+    if partial and not args.merge:
         print(render(rows))
-        return
-    if args.only or args.verbs:
-        saved = json.loads(results.read_text())["rows"] if results.exists() else {}
-        for name, cells in rows.items():
-            saved.setdefault(name, {}).update(cells)
-        rows = {name: saved[name] for name in zoo if name in saved}
+
+
+def _save(results: Path, section: str, rows: dict[str, dict[str, dict[str, Any]]], timm: bool) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
-    write_section(section, render(rows, timm=args.timm))
-
+    write_section(section, render(rows, timm=timm))
 
 if __name__ == "__main__":
     main()

@@ -135,3 +135,34 @@ def test_layers_whose_statistics_span_channels_are_compared_by_shape_only() -> N
     assert zeroing_equals_removal(nn.Linear(2, 2))
     for m in (nn.LayerNorm(2), nn.GroupNorm(1, 2), nn.Embedding(3, 2), StdConv2d(2, 2, 1)):
         assert not zeroing_equals_removal(m), type(m).__name__
+
+
+def test_a_dependency_graph_that_does_not_finish_is_stopped_and_the_model_left_clean(monkeypatch) -> None:
+    import time
+
+    model = ds.models.create("resnet_small")
+    state = _state(model)
+
+    def endless(model: nn.Module, *_: object) -> None:
+        model.register_forward_hook(lambda *a: None)  # a tracer's hook, left behind when it is stopped
+        while True:
+            time.sleep(0.01)
+
+    monkeypatch.setattr(structured, "_meta_pruner", endless)
+    start = time.perf_counter()
+    with pytest.raises(ds.UnsupportedModelError, match="did not finish within 1 s"):
+        ds.prune_(model, ds.ChannelPruning(ratio=0.5, measure_latency=False, trace_seconds=1.0),
+                  example_inputs=ds.models.example_inputs(model))
+    assert time.perf_counter() - start < 10
+    assert _same(model, state) and not model._forward_hooks
+
+
+def test_rexnet_whose_graph_grows_without_end_is_refused_in_time() -> None:
+    pytest.importorskip("timm")
+    model = ds.models.create("timm:rexnet_100", num_classes=10).eval()
+    state = _state(model)
+    with pytest.raises(ds.UnsupportedModelError, match="trace_seconds"):
+        ds.prune_(model, ds.ChannelPruning(ratio=0.3, measure_latency=False, trace_seconds=3.0),
+                  example_inputs=(torch.randn(1, 3, 32, 32),))
+    assert _same(model, state)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -56,4 +56,27 @@ class Rollback:
                                            for k, child in saved._modules.items()}
 
 
-__all__ = ["Rollback"]
+class HookState:
+    """The forward hooks of every submodule, to put back after tracing was interrupted half-way.
+
+    A tracer registers hooks, runs the model, then removes them; stopped in the middle (a time
+    limit, an error), it leaves them behind on the caller's model.
+
+    Example:
+        >>> m = nn.Linear(2, 2); saved = HookState(m)
+        >>> _ = m.register_forward_hook(lambda *a: None); saved.restore(); len(m._forward_hooks)
+        0
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.hooks = [(m, dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
+
+    def restore(self) -> None:
+        for m, post, pre in self.hooks:
+            m._forward_hooks.clear()
+            m._forward_hooks.update(post)
+            m._forward_pre_hooks.clear()
+            m._forward_pre_hooks.update(pre)
+
+
+__all__ = ["HookState", "Rollback"]

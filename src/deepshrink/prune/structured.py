@@ -55,7 +55,8 @@ from ..errors import ConfigError, DeepshrinkError, UnsupportedModelError
 from ..models.inputs import run_once
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
-from .rollback import Rollback
+from .rollback import HookState, Rollback
+from .time_limit import TimeLimitExceeded, time_limit
 from .verify import outputs_differ, restore_zeroed, zero_channels, zero_removed_channels, zeroing_equals_removal
 from .output_layers import bridge_input_layers, graph_output_layers, traced_outputs
 from .heads import find_attention, replay_attention_heads, set_head_count
@@ -100,6 +101,10 @@ class ChannelPruning(Config):
         head_ratio: fraction of the attention heads of each transformer attention layer to
             remove (whole heads: their query, key and value rows and the output projection's
             columns), the count rounded up (12 heads x 0.34 = 4.08: 5 removed); None uses ``ratio``.
+        trace_seconds: how long Torch-Pruning may take to build its dependency graph before the model
+            is refused (UnsupportedModelError, the model untouched): on a few architectures (RexNet's
+            partial-channel residuals) the graph grows without end. ResNet-50 takes about 2 s, ViT-B/16
+            about 7 s on a laptop CPU. 0: no limit.
         batchnorm_samples: when ``data=`` is given, re-estimate every BatchNorm layer's running
             statistics on this many training samples after the removal (adaptive BN, Li et al.
             2020, EagleEye): removed channels shift the statistics of every layer after them, and
@@ -132,9 +137,11 @@ class ChannelPruning(Config):
     scop_lr: float = 4e-3
     knockoff_rank: int = 64
     batchnorm_samples: int = 2000
+    trace_seconds: float = 120.0
 
     def validate(self) -> None:
         check_range(self, "ratio", 0, 1, hi_open=True)
+        check_range(self, "trace_seconds", 0, None)
         check_range(self, "batchnorm_samples", 0, None, integer=True)
         if self.head_ratio is not None:
             check_range(self, "head_ratio", 0, 1, hi_open=True)
@@ -424,9 +431,20 @@ def channel_prune(
     head_ratio = config.ratio if config.head_ratio is None else config.head_ratio
     num_heads = {proj: a.num_heads for a in attention for proj in a.projections}
     importance = build_importance(config, model, inputs, data)
+    hooks = HookState(model)
     try:
-        pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
+        with time_limit(config.trace_seconds):
+            pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
+    except TimeLimitExceeded:
+        hooks.restore()
+        raise UnsupportedModelError(
+            f"channel pruning cannot trace the dependencies of {type(model).__name__}: Torch-Pruning's dependency "
+            f"graph did not finish within {config.trace_seconds:g} s (ChannelPruning.trace_seconds); on some "
+            "architectures it grows without end (RexNet's partial-channel residuals). The model is unchanged. "
+            "Prune it unstructured (deepshrink.MagnitudePruning) or factorize it instead, or raise trace_seconds."
+        ) from None
     except (ZeroDivisionError, IndexError, KeyError, AssertionError, TypeError, AttributeError) as err:
+        hooks.restore()
         # Torch-Pruning's tracer fails on some reshapes and concatenations it cannot map to channels
         # (ShuffleNet's channel shuffle, Swin's patch merging); nothing has changed in the model yet.
         raise UnsupportedModelError(
