@@ -110,8 +110,8 @@ def create_timm(name: str, **kwargs: Any) -> nn.Module:
 
     Example:
         >>> m = create_timm("resnet10t", num_classes=10)
-        >>> m.example_input_shape
-        (3, 224, 224)
+        >>> m.example_input_shape  # timm's own test resolution for this model
+        (3, 176, 176)
     """
     try:
         import timm
