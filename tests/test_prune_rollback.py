@@ -107,9 +107,10 @@ def test_an_interrupt_half_way_puts_the_model_back(monkeypatch) -> None:
     assert not surgery_log(model)
 
 
-def test_timm_selective_kernel_and_res2net_prune_exactly() -> None:
+def test_timm_selective_kernel_res2net_and_fasternet_prune_exactly() -> None:
     pytest.importorskip("timm")
-    for name in ("skresnet18", "res2net50_14w_8s"):
+    # FasterNet's downsampling block is also called PatchMerging, but is a strided convolution: not refused.
+    for name in ("skresnet18", "res2net50_14w_8s", "fasternet_t0"):
         torch.manual_seed(0)
         model = ds.models.create(f"timm:{name}", num_classes=10).eval()
         x = torch.randn(2, 3, 32, 32)

@@ -335,7 +335,9 @@ def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
 # Blocks on which Torch-Pruning's dependency tracing does not end well, by class name (torchvision and timm
 # name them alike): the index mapping of Swin's patch merging (a concatenation of four strided spatial slices)
 # grew past 24 GiB for swin_t, and MaxViT's window partitions did not finish tracing (BENCHMARKS.md, zoo).
-# Refusing up front leaves the model untouched instead of the process killed for memory.
+# Refusing up front leaves the model untouched instead of the process killed for memory (the trace time limit
+# cannot stop a trace that fills memory first). Swin's patch merging reduces the concatenated slices with a
+# Linear; other blocks of the same name reduce with a strided convolution (timm's FasterNet), which traces fine.
 UNTRACEABLE_BLOCKS = {
     "PatchMerging": "Swin's patch merging (a concatenation of strided spatial slices)",
     "PatchMergingV2": "Swin V2's patch merging (a concatenation of strided spatial slices)",
@@ -343,9 +345,16 @@ UNTRACEABLE_BLOCKS = {
 }
 
 
+def _untraceable(m: nn.Module) -> str | None:
+    why = UNTRACEABLE_BLOCKS.get(type(m).__name__)
+    if why is not None and why.startswith("Swin") and not isinstance(getattr(m, "reduction", None), nn.Linear):
+        return None
+    return why
+
+
 def _refuse_known_untraceable(model: nn.Module) -> None:
     for name, m in model.named_modules():
-        why = UNTRACEABLE_BLOCKS.get(type(m).__name__)
+        why = _untraceable(m)
         if why is not None:
             raise UnsupportedModelError(
                 f"channel pruning cannot trace {type(model).__name__}: {name!r} is {why}, on which Torch-Pruning's "
