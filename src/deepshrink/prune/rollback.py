@@ -31,11 +31,16 @@ from torch import nn
 class Rollback:
     """A saved copy of ``model`` (its whole module tree) that :meth:`restore` writes back in place."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, saved: nn.Module | None = None) -> None:
+        """``saved``: a deep copy of ``model`` made earlier, to use instead of copying now.
+
+        (Copy before tracing: a traced model may hold tensors of the autograd graph, which
+        cannot be deep-copied, e.g. LeViT's cached attention biases.)
+        """
         self.model = model
         # The live module objects by name, as they are now: a change may replace or drop some of them.
         self.live = dict(model.named_modules(remove_duplicate=False))
-        self.saved = copy.deepcopy(model)
+        self.saved = copy.deepcopy(model) if saved is None else saved
 
     def restore(self) -> None:
         """Give every submodule its saved attributes and children back; the submodule objects stay the same.

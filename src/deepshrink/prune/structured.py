@@ -430,6 +430,8 @@ def channel_prune(
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
     names = {m: n for n, m in model.named_modules()}
+    # Copied before tracing: a traced model may hold autograd tensors that cannot be deep-copied (LeViT).
+    undo = Rollback(model)
     was_training = model.training
     model.eval()  # tracing and scoring must not move batch-norm statistics
     fixed = _fixed_layers(model, config)
@@ -469,11 +471,11 @@ def channel_prune(
         pruner.ignored_layers.append(m)
         report.skipped.setdefault(names[m], "feeds a linear bridge (its output width is kept)")
 
-    undo = Rollback(model)
     fresh_report = copy.deepcopy(report)
     try:
         try:
-            entries = _prune_steps(model, config, inputs, data, pruner, attention, names, before, report)
+            entries = _prune_steps(model, config, inputs, data, pruner, attention, names, before, report,
+                                   shadow=copy.deepcopy(undo.saved).to("meta"))
             _check_still_runs(model, inputs, before, undo.saved, entries)
         except DeepshrinkError:
             raise  # our own refusal (a criterion that does not suit the model): nothing to retry
@@ -481,14 +483,15 @@ def channel_prune(
             # Torch-Pruning mis-mapped a coupling somewhere (torch.stack of branches, a split feeding several
             # convolutions). Start again from the unpruned model, this time group by group: a group whose
             # scoring fails or whose removal stops the model from running is put back and kept whole.
+            spare = copy.deepcopy(undo.saved)
             undo.restore()
-            undo = Rollback(model)
+            undo = Rollback(model, saved=spare)
             report = copy.deepcopy(fresh_report)
             report.figures["careful_retry"] = f"{type(first).__name__}: {str(first)[:200]}"
             pruner = _meta_pruner(model, inputs, config, fixed + list(pruner.ignored_layers), attention, head_ratio,
                                   num_heads, importance)
             entries = _prune_steps(model, config, inputs, data, pruner, attention, names, before, report,
-                                   careful=True)
+                                   shadow=copy.deepcopy(undo.saved).to("meta"), careful=True)
             _check_still_runs(model, inputs, before, undo.saved, entries)
             if not entries:
                 raise UnsupportedModelError(
@@ -591,15 +594,14 @@ class _SkipUnscorable(tp.importance.Importance):
 
 def _prune_steps(model: nn.Module, config: ChannelPruning, inputs: tuple[Any, ...], data: Any, pruner: Any,
                  attention: list[Any], names: dict[nn.Module, str], before: Any,
-                 report: Report, careful: bool = False) -> dict[str, dict[str, Any]]:
-    """Torch-Pruning's steps, then the surgery log that replays them (checked on a shape-only copy).
+                 report: Report, shadow: nn.Module, careful: bool = False) -> dict[str, dict[str, Any]]:
+    """Torch-Pruning's steps, then the surgery log that replays them (checked on ``shadow``, a shape-only
+    copy of the unpruned model).
 
     ``careful``: run the model after every group and put back a group that breaks it (one forward pass
     per group), and leave unpruned a group that cannot be scored. Fills ``report`` and returns the log
     entries by module name.
     """
-    # The replay check runs on a shape-only copy of the unpruned model.
-    shadow = copy.deepcopy(model).to("meta")
     kept: dict[tuple[str, str], list[int]] = {}
     costs = [measure_cost(model, inputs)] if config.measure_latency else []
     with torch.random.fork_rng(devices=[]):
