@@ -140,7 +140,7 @@ TIMM_MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "pit_ti_224": (_timm("pit_ti_224", img_size=32), "image32"),
     "xcit_nano_12_p16_224": (_timm("xcit_nano_12_p16_224", img_size=32), "image32"),
     "coat_lite_tiny": (_timm("coat_lite_tiny", img_size=32), "image32"),
-    "pvt_v2_b0": (_timm("pvt_v2_b0", img_size=32), "image32"),
+    "pvt_v2_b0": (_timm("pvt_v2_b0"), "image32"),
     "mixer_s16_224": (_timm("mixer_s16_224", img_size=32), "image32"),
     "botnet26t_256": (_timm("botnet26t_256", img_size=64), "image64"),
 }
@@ -220,10 +220,13 @@ def _first(out: Any) -> Tensor:
 
 def run_cell(factory: Callable[[], nn.Module], x: tuple[Tensor, ...], verb: Callable[..., Any], tmp: Path) -> dict[str, Any]:
     torch.manual_seed(0)
-    base = factory().eval()
-    model = copy.deepcopy(base)
-    with torch.no_grad():
-        want_shape = tuple(_first(base(*x)).shape)
+    try:
+        base = factory().eval()
+        model = copy.deepcopy(base)
+        with torch.no_grad():
+            want_shape = tuple(_first(base(*x)).shape)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built or run is a failing cell, not a crash
+        return {"status": "FAIL", "reason": f"building or running the base model: {type(exc).__name__}: {str(exc)[:200]}"}
     t0 = time.perf_counter()
     try:
         verb(model, x)

@@ -298,3 +298,15 @@ def test_batchnorm_statistics_are_recomputed_exactly() -> None:
 def test_ready_recipes_parse(name: str) -> None:
     recipe = load_recipe(name)
     assert any(isinstance(s.config, ProductQuantization) for s in recipe.stages)
+
+
+def test_a_module_shared_under_two_names_saves_and_reloads_quantized(tmp_path):
+    # CoaT shares one position-encoding conv between blocks: the state dict names it twice, and load expects both.
+    shared = torch.nn.Linear(16, 16)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared, torch.nn.Linear(16, 4))
+    x = torch.randn(8, 16)
+    ds.quantize_(model, ds.ProductQuantization(k=4, block_size=4, n_iter=2, objective="weight", progress=False))
+    ds.save(model, tmp_path / "shared.dsz")
+    skeleton = torch.nn.Linear(16, 16)
+    again = ds.load(tmp_path / "shared.dsz", model=torch.nn.Sequential(skeleton, torch.nn.ReLU(), skeleton, torch.nn.Linear(16, 4)))
+    assert torch.equal(again(x), model(x))

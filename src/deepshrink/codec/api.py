@@ -85,13 +85,18 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """
     effective: dict[str, torch.Tensor] = {}
     hidden: list[str] = []
-    for mname, module in model.named_modules():
+    values: dict[tuple[int, str], torch.Tensor] = {}
+    # Every name of a shared module (CoaT's convolutional position encodings sit under several blocks): the
+    # state dict lists its tensors under each name, and load expects each name plain.
+    for mname, module in model.named_modules(remove_duplicate=False):
         if parametrize.is_parametrized(module):
             prefix = f"{mname}." if mname else ""
             hidden.append(f"{prefix}parametrizations.")
             with torch.no_grad():
                 for pname in module.parametrizations:
-                    effective[f"{prefix}parametrizations.{pname}"] = getattr(module, pname).detach()
+                    if (id(module), pname) not in values:
+                        values[(id(module), pname)] = getattr(module, pname).detach()
+                    effective[f"{prefix}parametrizations.{pname}"] = values[(id(module), pname)]
     out: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         owner = next((h for h in hidden if key.startswith(h)), None)
