@@ -267,7 +267,11 @@ def render(rows: dict[str, dict[str, dict[str, Any]]], timm: bool = False) -> st
              f"Measured {machine()}. Every verb on randomly initialised models with small inputs: the result must run "
              "with the same output shape and finite values, and its .dsz must load back onto a fresh base model with "
              "bit-identical outputs. ok: all of that holds; refused: the verb declined with deepshrink's own error "
-             "(reason below; the model untouched); FAIL: anything else; -: not applicable."]
+             "(reason below; the model untouched); FAIL: anything else; -: not applicable."
+             + (" timm models are built with `deepshrink.models.create(\"timm:NAME\", num_classes=10)` and each file also "
+                "reloads from its recorded spec and surgery log alone, bit-exactly. Channel pruning checks its own "
+                "result (the pruned model computes what the original does with the removed channels zeroed, where "
+                "that is the same thing) and keeps whole any group whose removal Torch-Pruning mis-maps." if timm else "")]
     notes: list[str] = []
     for start in range(0, len(verbs), TABLE_WIDTH):
         group = verbs[start:start + TABLE_WIDTH]
