@@ -169,3 +169,15 @@ def test_rexnet_whose_graph_grows_without_end_is_refused_in_time() -> None:
                   example_inputs=(torch.randn(1, 3, 32, 32),))
     assert _same(model, state)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_a_model_where_every_group_is_kept_warns_and_says_why() -> None:
+    from deepshrink.prune.structured import NothingPrunedWarning
+
+    # Every channel group passes through a GroupNorm, which the replay cannot slice (as in BiT's ResNetV2).
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.GroupNorm(2, 8),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    state = _state(model)
+    with pytest.warns(NothingPrunedWarning, match="GroupNorm cannot be sliced"):
+        report = ds.prune_(model, CFG, example_inputs=(torch.randn(1, 3, 8, 8),))
+    assert report.figures["param_ratio"] == 1.0 and _same(model, state)

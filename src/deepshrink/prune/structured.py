@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -332,6 +333,10 @@ def _fixed_layers(model: nn.Module, cfg: ChannelPruning) -> list[nn.Module]:
     return fixed
 
 
+class NothingPrunedWarning(UserWarning):
+    """Channel pruning asked for a cut but every group was kept (the report's ``skipped`` says why)."""
+
+
 # Blocks on which Torch-Pruning's dependency tracing does not end well, by class name (torchvision and timm
 # name them alike): the index mapping of Swin's patch merging (a concatenation of four strided spatial slices)
 # grew past 24 GiB for swin_t, and MaxViT's window partitions did not finish tracing (BENCHMARKS.md, zoo).
@@ -515,6 +520,11 @@ def channel_prune(
         ) from err
     model.train(was_training)
     del undo
+    if not entries and (config.ratio > 0 or (config.head_ratio or 0) > 0):
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:4]) or "no group reached a channel"
+        warnings.warn(f"channel pruning removed nothing from {type(model).__name__} ({reasons}). Prune it unstructured "
+                      "(deepshrink.MagnitudePruning) or factorize it (deepshrink.SVD) instead.", NothingPrunedWarning,
+                      stacklevel=3)
     if data is not None and config.batchnorm_samples > 0:
         from ..quantize.bn_stats import BatchNormStats, refresh_batchnorm
 
@@ -695,4 +705,4 @@ def _prune_steps(model: nn.Module, config: ChannelPruning, inputs: tuple[Any, ..
     return entries
 
 
-__all__: Sequence[str] = ["ChannelPruning", "channel_prune", "replay_channel_prune"]
+__all__: Sequence[str] = ["ChannelPruning", "NothingPrunedWarning", "channel_prune", "replay_channel_prune"]
