@@ -94,6 +94,8 @@ def test_an_interrupt_half_way_puts_the_model_back(monkeypatch) -> None:
     model = ds.models.create("resnet_small")
     model.train()
     conv = model.get_submodule(next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)))
+    calls: list[int] = []
+    handle = conv.register_forward_hook(lambda *a: calls.append(1))  # the caller's own hook
     state = _state(model)
 
     def interrupted(*_: object, **__: object) -> None:
@@ -105,6 +107,11 @@ def test_an_interrupt_half_way_puts_the_model_back(monkeypatch) -> None:
     assert _same(model, state) and model.training
     assert conv in list(model.modules()) and conv.weight.shape[0] == conv.out_channels
     assert not surgery_log(model)
+    calls.clear()
+    model.eval()(*ds.models.example_inputs(model))
+    assert calls == [1]  # the caller's hook still runs, the same function ...
+    handle.remove()
+    assert not conv._forward_hooks  # ... and its handle still removes it
 
 
 def test_timm_families_the_graph_mis_maps_prune_exactly() -> None:

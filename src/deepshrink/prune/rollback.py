@@ -29,7 +29,12 @@ from torch import nn
 
 
 class Rollback:
-    """A saved copy of ``model`` (its whole module tree) that :meth:`restore` writes back in place."""
+    """A saved copy of ``model`` (its whole module tree) that :meth:`restore` writes back in place.
+
+    Hooks are the one thing not taken from the deep copy: the hook dictionaries are put back as they
+    were, in place and with the same functions, so that a hook the caller registered still runs and
+    its handle still removes it, while a hook a tracer left behind is gone.
+    """
 
     def __init__(self, model: nn.Module, saved: nn.Module | None = None) -> None:
         """``saved``: a deep copy of ``model`` made earlier, to use instead of copying now.
@@ -40,6 +45,8 @@ class Rollback:
         self.model = model
         # The live module objects by name, as they are now: a change may replace or drop some of them.
         self.live = dict(model.named_modules(remove_duplicate=False))
+        self.hooks = {(name, key): (table, copy.copy(table)) for name, m in self.live.items()
+                      for key, table in m.__dict__.items() if key.endswith("hooks") and isinstance(table, dict)}
         self.saved = copy.deepcopy(model) if saved is None else saved
 
     def restore(self) -> None:
@@ -48,40 +55,25 @@ class Rollback:
         Example:
             >>> m = nn.Sequential(nn.Linear(2, 2)); undo = Rollback(m); m[0] = nn.ReLU(); undo.restore(); type(m[0]).__name__
             'Linear'
+            >>> m = nn.Linear(2, 2); undo = Rollback(m); _ = m.register_forward_hook(lambda *a: None)
+            >>> undo.restore(); len(m._forward_hooks)
+            0
         """
         for name, saved in self.saved.named_modules(remove_duplicate=False):
             module = self.live[name]
             for key in [k for k in module.__dict__ if k not in saved.__dict__]:
                 del module.__dict__[key]  # attributes the change added
             for key, value in saved.__dict__.items():
-                if key != "_modules":
+                if (name, key) in self.hooks:
+                    table, entries = self.hooks[(name, key)]
+                    table.clear()
+                    table.update(entries)
+                    module.__dict__[key] = table
+                elif key != "_modules":
                     module.__dict__[key] = value
             prefix = f"{name}." if name else ""
             module.__dict__["_modules"] = {k: None if child is None else self.live[prefix + k]
                                            for k, child in saved._modules.items()}
 
 
-class HookState:
-    """The forward hooks of every submodule, to put back after tracing was interrupted half-way.
-
-    A tracer registers hooks, runs the model, then removes them; stopped in the middle (a time
-    limit, an error), it leaves them behind on the caller's model.
-
-    Example:
-        >>> m = nn.Linear(2, 2); saved = HookState(m)
-        >>> _ = m.register_forward_hook(lambda *a: None); saved.restore(); len(m._forward_hooks)
-        0
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        self.hooks = [(m, dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
-
-    def restore(self) -> None:
-        for m, post, pre in self.hooks:
-            m._forward_hooks.clear()
-            m._forward_hooks.update(post)
-            m._forward_pre_hooks.clear()
-            m._forward_pre_hooks.update(pre)
-
-
-__all__ = ["HookState", "Rollback"]
+__all__ = ["Rollback"]

@@ -56,7 +56,7 @@ from ..errors import ConfigError, DeepshrinkError, UnsupportedModelError
 from ..models.inputs import run_once
 from ..surgery import record_surgery, register_surgery
 from .cost import measure_cost, warn_step
-from .rollback import HookState, Rollback
+from .rollback import Rollback
 from .time_limit import TimeLimitExceeded, time_limit
 from .verify import outputs_differ, restore_zeroed, zero_channels, zero_removed_channels, zeroing_equals_removal
 from .output_layers import bridge_input_layers, graph_output_layers, traced_outputs
@@ -431,7 +431,6 @@ def channel_prune(
                           f"{str(exc)[:200]})", "a tuple of tensors the model's forward takes positionally, in order",
                           "ChannelPruning")
     _refuse_known_untraceable(model)
-    original = copy.deepcopy(model) if config.reconstruct else None
     report = Report(method="channel_pruning")
     report.figures["params_before"] = _n_params(model)
     names = {m: n for n, m in model.named_modules()}
@@ -447,12 +446,11 @@ def channel_prune(
     head_ratio = config.ratio if config.head_ratio is None else config.head_ratio
     num_heads = {proj: a.num_heads for a in attention for proj in a.projections}
     importance = build_importance(config, model, inputs, data)
-    hooks = HookState(model)
     try:
         with time_limit(config.trace_seconds):
             pruner = _meta_pruner(model, inputs, config, fixed, attention, head_ratio, num_heads, importance)
     except TimeLimitExceeded:
-        hooks.restore()
+        undo.restore()  # also the hooks the interrupted tracer left, and the training mode
         raise UnsupportedModelError(
             f"channel pruning cannot trace the dependencies of {type(model).__name__}: Torch-Pruning's dependency "
             f"graph did not finish within {config.trace_seconds:g} s (ChannelPruning.trace_seconds); on some "
@@ -460,7 +458,7 @@ def channel_prune(
             "Prune it unstructured (deepshrink.MagnitudePruning) or factorize it instead, or raise trace_seconds."
         ) from None
     except (ZeroDivisionError, IndexError, KeyError, AssertionError, TypeError, AttributeError) as err:
-        hooks.restore()
+        undo.restore()
         # Torch-Pruning's tracer fails on some reshapes and concatenations it cannot map to channels
         # (ShuffleNet's channel shuffle, Swin's patch merging); nothing has changed in the model yet.
         raise UnsupportedModelError(
@@ -519,7 +517,7 @@ def channel_prune(
             "unstructured (deepshrink.MagnitudePruning) or factorize (deepshrink.SVD) instead."
         ) from err
     model.train(was_training)
-    del undo
+    unpruned = undo.saved  # the model as it was: what reconstruct refits toward
     if not entries and (config.ratio > 0 or (config.head_ratio or 0) > 0):
         reasons = "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:4]) or "no group reached a channel"
         warnings.warn(f"channel pruning removed nothing from {type(model).__name__} ({reasons}). Prune it unstructured "
@@ -531,14 +529,14 @@ def channel_prune(
         refreshed = refresh_batchnorm(model, data, BatchNormStats(samples=config.batchnorm_samples, seed=config.seed))
         if refreshed:
             report.figures["batchnorm_refreshed"] = refreshed
-    if original is not None:
+    if config.reconstruct:
         from .reconstruct import calibration_batches, reconstruct_consumers
 
         order = {n: i for i, n in enumerate(names.values())}
         consumers = [e["module"] for e in (entries[n] for n in sorted(entries, key=order.__getitem__)) if "in" in e]
         batches = calibration_batches(model, data, config.reconstruct_batches, seed=config.seed)
         kept = {e["module"]: e["out"] for e in entries.values() if "out" in e}
-        report.figures["reconstruction"] = reconstruct_consumers(model, original, consumers, batches, kept_outputs=kept)
+        report.figures["reconstruction"] = reconstruct_consumers(model, unpruned, consumers, batches, kept_outputs=kept)
     report.figures["params_after"] = _n_params(model)
     report.figures["param_ratio"] = report.figures["params_after"] / max(report.figures["params_before"], 1)
     return report
