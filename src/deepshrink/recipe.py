@@ -13,6 +13,7 @@ A recipe file looks like::
         finetune: {epochs: 2, lr: 0.0001}
     distill: {temperature: 4, alpha: 0.7}   # optional
     calibration: {augment: words, copies: 1}  # optional, text data only
+    extra_text: {source: wiki-markov, sentences: 3000}  # optional, text data only
 
 With ``distill``, every fine-tuning stage learns from the outputs of the model
 as it was before the recipe ran (Hinton et al. 2015), as well as from the labels.
@@ -26,6 +27,13 @@ training sentences plus ``copies`` word-replaced versions of each
 (:func:`deepshrink.data.text_augment.widen_text_data`), so that the activation
 statistics they fit hold beyond the training text's domain; fine-tuning stages
 augment their batches the same way with ``finetune: {augment: words}``.
+
+With ``extra_text`` the training split of text data also holds that many
+sentences of general English (:mod:`deepshrink.data.wiki_markov`), interleaved
+with the data's own, for calibration and fine-tuning alike: matching the
+original needs no labels, so any text can teach the student, and text of more
+than one domain teaches it more of what holds elsewhere. Validation and test
+splits stay the data's own.
 
 Each ``config`` is a registered config (see :mod:`deepshrink.config`); each
 ``finetune`` holds :class:`~deepshrink.TrainConfig` fields. Named recipes
@@ -54,8 +62,10 @@ from .train.config import TrainConfig
 
 RECIPE_DIR = Path(__file__).resolve().parent / "recipes"
 _STAGE_KEYS = ("name", "config", "finetune")
-_RECIPE_KEYS = ("name", "description", "stages", "distill", "calibration")
+_RECIPE_KEYS = ("name", "description", "stages", "distill", "calibration", "extra_text")
 _CALIBRATION_KEYS = ("augment", "copies", "rate")
+_EXTRA_TEXT_KEYS = ("source", "sentences", "seed")
+EXTRA_TEXT_SOURCES = ("wiki-markov",)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,37 @@ class CalibrationData:
 
 
 @dataclass(frozen=True)
+class ExtraText:
+    """General English that a recipe adds to the training split of text data (calibration and fine-tuning).
+
+    ``source="wiki-markov"``: ``sentences`` sentences sampled with ``seed`` from the Wikipedia trigram
+    model of essential-generators (:func:`deepshrink.data.wiki_markov.wiki_markov_sentences`).
+
+    Example:
+        >>> ExtraText(sentences=3000).source
+        'wiki-markov'
+        >>> ExtraText(sentences=0)
+        Traceback (most recent call last):
+        ...
+        deepshrink.errors.ConfigError: extra_text.sentences=0 is invalid: expected an integer from 1 to 200000
+    """
+
+    source: str = "wiki-markov"
+    sentences: int = 3000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from .data.wiki_markov import MAX_SENTENCES
+
+        if self.source not in EXTRA_TEXT_SOURCES:
+            raise ConfigError("extra_text.source", self.source, " or ".join(repr(s) for s in EXTRA_TEXT_SOURCES))
+        if isinstance(self.sentences, bool) or not isinstance(self.sentences, int) or not 1 <= self.sentences <= MAX_SENTENCES:
+            raise ConfigError("extra_text.sentences", self.sentences, f"an integer from 1 to {MAX_SENTENCES}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError("extra_text.seed", self.seed, "a non-negative integer")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A named list of stages.
 
@@ -116,6 +157,7 @@ class Recipe:
     description: str = ""
     distill: KD | None = None
     calibration: CalibrationData | None = None
+    extra_text: ExtraText | None = None
 
     def to_dict(self) -> dict[str, Any]:
         stages = []
@@ -131,6 +173,8 @@ class Recipe:
             out["distill"] = {k: v for k, v in config_to_dict(self.distill).items() if k not in ("type", "version")}
         if self.calibration is not None:
             out["calibration"] = {"augment": self.calibration.augment, "copies": self.calibration.copies, "rate": self.calibration.rate}
+        if self.extra_text is not None:
+            out["extra_text"] = {"source": self.extra_text.source, "sentences": self.extra_text.sentences, "seed": self.extra_text.seed}
         return out
 
 
@@ -191,8 +235,17 @@ def recipe_from_dict(data: Any) -> Recipe:
             if key not in _CALIBRATION_KEYS:
                 raise ConfigError(f"calibration.{key}", raw_cal[key], "a calibration field: " + ", ".join(_CALIBRATION_KEYS))
         calibration = CalibrationData(**raw_cal)
+    extra_text = None
+    if data.get("extra_text") is not None:
+        raw_extra = data["extra_text"]
+        if not isinstance(raw_extra, dict):
+            raise ConfigError("extra_text", raw_extra, "a mapping such as {source: wiki-markov, sentences: 3000}")
+        for key in raw_extra:
+            if key not in _EXTRA_TEXT_KEYS:
+                raise ConfigError(f"extra_text.{key}", raw_extra[key], "an extra_text field: " + ", ".join(_EXTRA_TEXT_KEYS))
+        extra_text = ExtraText(**raw_extra)
     return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")), distill=distill,
-                  calibration=calibration)
+                  calibration=calibration, extra_text=extra_text)
 
 
 def builtin_recipes() -> list[str]:
@@ -258,6 +311,18 @@ def _calibration_data(model: nn.Module, data: DataBundle, calibration: Calibrati
     return widen_text_data(data, words, copies=calibration.copies, rate=calibration.rate, weights=weights)
 
 
+def _with_extra_text(data: DataBundle, extra: ExtraText | None) -> DataBundle:
+    """``data`` whose training split also holds the recipe's extra sentences, interleaved (text data only)."""
+    if extra is None:
+        return data
+    if data.task != "text":
+        raise ConfigError("extra_text", extra.source, f"no extra_text for {data.task} data ({data.name}): it adds sentences to text data only")
+    from .data.text_augment import interleave_sentences
+    from .data.wiki_markov import wiki_markov_sentences
+
+    return interleave_sentences(data, wiki_markov_sentences(extra.sentences, seed=extra.seed), source=extra.source)
+
+
 def run_recipe(
     model: nn.Module,
     data: DataBundle,
@@ -285,6 +350,7 @@ def run_recipe(
         recipe = load_recipe(recipe)
     report = RecipeReport(recipe=recipe.name)
     started = time.perf_counter()
+    data = _with_extra_text(data, recipe.extra_text)
     objective = None
     if recipe.distill is not None and data.task == "classification":
         from .distill.losses import distillation_objective

