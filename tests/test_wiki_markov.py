@@ -123,3 +123,16 @@ def test_recipe_extra_text_widens_text_training_split_only() -> None:
     assert _with_extra_text(data, None) is data
     with pytest.raises(ConfigError, match="adds sentences to text data only"):
         _with_extra_text(ds.data.load("synthetic:classification:50"), ExtraText(sentences=5))
+
+
+def test_run_recipe_reports_the_extra_text() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    data = ds.data.load("synthetic:text:40")
+    model = ds.models.create("minilm")  # the text model the recipes are for (offline)
+    recipe = recipe_from_dict({"name": "r", "extra_text": {"sentences": 12, "seed": 2},
+                               "stages": [{"finetune": {"epochs": 1, "batch_size": 16, "progress": False, "max_steps": 1}}]})
+    report = ds.run_recipe(model, data, recipe)
+    assert report.data == {"name": data.name, "train": len(data.train) + 12, "extra_text": {"source": "wiki-markov", "sentences": 12}}
+    assert report.to_dict()["data"] == report.data

@@ -295,9 +295,12 @@ class RecipeReport:
     recipe: str
     stages: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    # What the stages calibrated and fine-tuned on: the data's name and training-split size, and the
+    # recipe's extra text when it added some.
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "stages": self.stages, "seconds": self.seconds}
+        return {"recipe": self.recipe, "data": self.data, "stages": self.stages, "seconds": self.seconds}
 
 
 def _calibration_data(model: nn.Module, data: DataBundle, calibration: CalibrationData | None) -> DataBundle:
@@ -351,6 +354,9 @@ def run_recipe(
     report = RecipeReport(recipe=recipe.name)
     started = time.perf_counter()
     data = _with_extra_text(data, recipe.extra_text)
+    report.data = {"name": data.name, "train": len(data.train)}  # type: ignore[arg-type]
+    if "extra_text" in data.meta:
+        report.data["extra_text"] = data.meta["extra_text"]
     objective = None
     if recipe.distill is not None and data.task == "classification":
         from .distill.losses import distillation_objective
