@@ -178,6 +178,19 @@ class Recipe:
         return out
 
 
+def _section(data: dict[str, Any], key: str, fields: tuple[str, ...], cls: Any, example: str) -> Any:
+    """The recipe's optional ``key`` mapping built as ``cls``; ConfigError names a non-mapping or an unknown field."""
+    raw = data.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(key, raw, f"a mapping such as {example}")
+    for name in raw:
+        if name not in fields:
+            raise ConfigError(f"{key}.{name}", raw[name], f"one of the {key} fields: " + ", ".join(fields))
+    return cls(**raw)
+
+
 def recipe_from_dict(data: Any) -> Recipe:
     """Validate and build a recipe from parsed YAML/JSON.
 
@@ -226,24 +239,8 @@ def recipe_from_dict(data: Any) -> Recipe:
         kd = config_from_dict({"type": "kd", **data["distill"]})
         assert isinstance(kd, KD)
         distill = kd
-    calibration = None
-    if data.get("calibration") is not None:
-        raw_cal = data["calibration"]
-        if not isinstance(raw_cal, dict):
-            raise ConfigError("calibration", raw_cal, "a mapping such as {augment: words, copies: 1}")
-        for key in raw_cal:
-            if key not in _CALIBRATION_KEYS:
-                raise ConfigError(f"calibration.{key}", raw_cal[key], "a calibration field: " + ", ".join(_CALIBRATION_KEYS))
-        calibration = CalibrationData(**raw_cal)
-    extra_text = None
-    if data.get("extra_text") is not None:
-        raw_extra = data["extra_text"]
-        if not isinstance(raw_extra, dict):
-            raise ConfigError("extra_text", raw_extra, "a mapping such as {source: wiki-markov, sentences: 3000}")
-        for key in raw_extra:
-            if key not in _EXTRA_TEXT_KEYS:
-                raise ConfigError(f"extra_text.{key}", raw_extra[key], "an extra_text field: " + ", ".join(_EXTRA_TEXT_KEYS))
-        extra_text = ExtraText(**raw_extra)
+    calibration = _section(data, "calibration", _CALIBRATION_KEYS, CalibrationData, "{augment: words, copies: 1}")
+    extra_text = _section(data, "extra_text", _EXTRA_TEXT_KEYS, ExtraText, "{source: wiki-markov, sentences: 3000}")
     return Recipe(name=name, stages=tuple(stages), description=str(data.get("description", "")), distill=distill,
                   calibration=calibration, extra_text=extra_text)
 
