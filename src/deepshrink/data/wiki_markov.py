@@ -33,7 +33,7 @@ import random
 from typing import Any
 
 from ..errors import SpecError
-from .bundle import DataBundle, stratified_split
+from .bundle import DataBundle
 
 # Words per walk: long enough that most of a walk is whole sentences (only its two
 # ends are dropped), short enough that one walk does not dwell on one article.
@@ -117,15 +117,12 @@ def load_wiki_markov(count: int = DEFAULT_SENTENCES) -> DataBundle:
         >>> load_wiki_markov(100).sizes()  # doctest: +SKIP
         {'train': 70, 'val': 10, 'test': 20}
     """
-    from .text import MIN_SENTENCES, SentenceDataset
+    from .text import MIN_SENTENCES, sentence_bundle
 
     if isinstance(count, bool) or not isinstance(count, int) or not MIN_SENTENCES <= count <= MAX_SENTENCES:
         raise SpecError(f"text:wiki-markov:{count} is invalid: the size must be an integer from {MIN_SENTENCES} to {MAX_SENTENCES:,}")
-    sentences = wiki_markov_sentences(count, seed=0)
-    tr, va, te = stratified_split(None, len(sentences))
-    parts = [SentenceDataset([sentences[i] for i in idx]) for idx in (tr, va, te)]
-    return DataBundle("text:wiki-markov", *parts, input_shape=(), num_classes=None, task="text",
-                      meta={"source": f"{_PACKAGE} {_MODEL_FILE}", "sentences": count})
+    return sentence_bundle("text:wiki-markov", wiki_markov_sentences(count, seed=0),
+                           {"source": f"{_PACKAGE} {_MODEL_FILE}", "sentences": count})
 
 
 __all__ = ["DEFAULT_SENTENCES", "MAX_SENTENCES", "load_wiki_markov", "wiki_markov_sentences"]
