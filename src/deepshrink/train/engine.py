@@ -224,6 +224,16 @@ def _text_augmenter(model: nn.Module, data: DataBundle, cfg: TrainConfig, ctx: D
     return augment
 
 
+def _text_lengths(data: DataBundle) -> list[int] | None:
+    """Characters per training sentence (a proxy for tokens that needs no tokenizer); None unless text."""
+    if data.task != "text":
+        return None
+    sentences = getattr(data.train, "sentences", None)
+    if sentences is None:
+        sentences = [data.train[i] for i in range(len(data.train))]  # type: ignore[arg-type]
+    return [len(s) if isinstance(s, str) else 1 for s in sentences]
+
+
 def _run(
     model: nn.Module,
     data: DataBundle,
@@ -237,7 +247,10 @@ def _run(
         raise ConfigError("batch_size", cfg.batch_size, f"a multiple of the number of processes ({ctx.world_size})", "TrainConfig")
     model.to(device)
     augment_text = _text_augmenter(model, data, cfg, ctx)
-    sampler = GlobalBatchSampler(len(data.train), cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank)  # type: ignore[arg-type]
+    sampler = GlobalBatchSampler(
+        len(data.train), cfg.batch_size, cfg.seed, ctx.world_size, ctx.rank,  # type: ignore[arg-type]
+        lengths=_text_lengths(data) if cfg.group_by_length else None,
+    )
     steps_per_epoch = len(sampler)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
