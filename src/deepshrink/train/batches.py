@@ -41,8 +41,9 @@ class GlobalBatchSampler:
     sorted by length and cut into batches, and the batches are shuffled again:
     every batch holds samples of similar length. Text batches are padded to
     their longest sentence, so random batches of 32 sentences of 5 to 60 words
-    spend most of their compute on padding (60% on pydoc plus general English);
-    grouped, about 10%. Batches stay random in content and order, deterministic
+    spend most of their compute on padding: on pydoc plus general English 41%
+    of the padded positions are real tokens; grouped by characters 72%, by
+    token counts 94%. Batches stay random in content and order, deterministic
     in (seed, epoch), and resumable at any batch.
 
     Example:
