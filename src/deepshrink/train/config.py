@@ -33,8 +33,8 @@ class TrainConfig(Config):
     ``group_by_length`` (text data only) batches sentences of similar length
     together (train.batches.GlobalBatchSampler): a batch is padded to its
     longest sentence, and random batches of English sentences are mostly
-    padding. On pydoc plus general English it makes the minilm recipes' fine-tuning
-    about 1.7x faster for the same result per step (README, "Sentences of
+    padding. On pydoc plus general English it makes the minilm recipes 1.4-1.6x
+    faster end to end for the same result per step (README, "Sentences of
     similar length batched together").
 
     Example:
