@@ -87,20 +87,15 @@ class GlobalBatchSampler:
             perm = torch.arange(self.n)
         if self.lengths is None:
             return [perm[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
-        window = self.batch_size * self.group_window
+        window = self.batch_size * self.group_window  # a multiple of the batch: only the epoch's last batch can be short
         groups: list[torch.Tensor] = []
         for start in range(0, self.n, window):
             part = perm[start : start + window]
             # Longest first inside a window; stable, so ties keep the shuffled order.
             part = part[torch.argsort(self.lengths[part], descending=True, stable=True)]
             groups.extend(part[j : j + self.batch_size] for j in range(0, len(part), self.batch_size))
-        full = [g for g in groups if len(g) == self.batch_size]
-        short = [g for g in groups if len(g) < self.batch_size]  # at most one per window
-        if short:  # merge the window remainders so that only the epoch's last batch may be short
-            rest = torch.cat(short)
-            rest = rest[torch.argsort(self.lengths[rest], descending=True, stable=True)]
-            full.extend(rest[j : j + self.batch_size] for j in range(0, len(rest), self.batch_size))
-        last = full.pop() if full and len(full[-1]) < self.batch_size else None
+        last = groups.pop() if groups and len(groups[-1]) < self.batch_size else None
+        full = groups
         if self.shuffle:
             order = torch.randperm(len(full), generator=seeded_generator(self.seed, epoch, 1))
             full = [full[int(i)] for i in order]
